@@ -1,0 +1,351 @@
+"""Shared base of the deep subspace clustering estimators."""
+
+import copy
+import warnings
+from abc import ABCMeta, abstractmethod
+from contextlib import contextmanager
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .nn.memory_bank import BANK_UPDATES, MemoryBank
+from .nn.self_expression import DenseSelfExpression
+from .nn.trainer import batch_plan, run_epochs
+from .spectral import AFFINITIES, coefficients_to_labels
+
+# Rows encoded at once outside training (prediction, bank refresh).
+_INFERENCE_CHUNK = 1024
+
+
+def resolve_device(device):
+    """Turn the ``device`` parameter into a :class:`torch.device`.
+
+    ``"auto"`` picks CUDA when it is available and the CPU otherwise.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {device!r}."
+        ) from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but CUDA is not available on this "
+            "machine; use device='auto' or device='cpu'."
+        )
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}.")
+    return resolved
+
+
+@contextmanager
+def seeded_torch(seed, device):
+    """Seed torch's global generators for the block and restore them afterwards."""
+    cuda_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def check_image_shape(image_shape, n_features):
+    """Validate ``image_shape`` against the number of features.
+
+    Returns
+    -------
+    shape : tuple of int
+        ``(channels, height, width)``; a 2-tuple ``(height, width)`` means one
+        channel.
+    """
+    shape = tuple(image_shape)
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3 or not all(isinstance(s, Integral) and s > 0 for s in shape):
+        raise ValueError(
+            "image_shape must be (height, width) or (channels, height, width) of "
+            f"positive integers, got {image_shape!r}."
+        )
+    if int(np.prod(shape)) != n_features:
+        raise ValueError(
+            f"image_shape={image_shape!r} holds {int(np.prod(shape))} values but X "
+            f"has {n_features} features per row; rows of X must be images "
+            "flattened in C (row-major) order."
+        )
+    return tuple(int(s) for s in shape)
+
+
+class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta):
+    """Fit skeleton, prediction and persistence shared by the estimators.
+
+    Subclasses build the network (``_build_network``), may pretrain it
+    (``_pretrain``) and define one optimisation step (``_make_step``); this base
+    validates the data, seeds torch, keeps the memory bank and the
+    self-expressive layer, runs the epochs and turns the coefficients into
+    labels.
+    """
+
+    _parameter_constraints: dict = {
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "image_shape": [tuple, list, None],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "n_epochs": [Interval(Integral, 0, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "lambda_coef": [Interval(Real, 0, None, closed="left")],
+        "lambda_self": [Interval(Real, 0, None, closed="neither")],
+        "bank_update": [StrOptions(set(BANK_UPDATES))],
+        "scale_encoder_lr": ["boolean"],
+        "affinity": [StrOptions(set(AFFINITIES))],
+        "threshold": [Interval(Real, 0, 1, closed="right")],
+        "subspace_dim": [Interval(Integral, 1, None, closed="left")],
+        "affinity_power": [Interval(Real, 0, None, closed="neither")],
+        "device": [str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    @abstractmethod
+    def __init__(self, n_clusters, *, image_shape, batch_size, n_epochs, learning_rate,
+                 lambda_coef, lambda_self, bank_update, scale_encoder_lr, affinity,
+                 threshold, subspace_dim, affinity_power, device, random_state, verbose):
+        self.n_clusters = n_clusters
+        self.image_shape = image_shape
+        self.batch_size = batch_size
+        self.n_epochs = n_epochs
+        self.learning_rate = learning_rate
+        self.lambda_coef = lambda_coef
+        self.lambda_self = lambda_self
+        self.bank_update = bank_update
+        self.scale_encoder_lr = scale_encoder_lr
+        self.affinity = affinity
+        self.threshold = threshold
+        self.subspace_dim = subspace_dim
+        self.affinity_power = affinity_power
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- hooks for subclasses -------------------------------------------------
+
+    @abstractmethod
+    def _build_network(self, input_shape):
+        """Return a module with ``encode(x) -> (batch, n_latent)``."""
+
+    def _pretrain(self, network, inputs, generator, device):
+        """Train ``network`` before self-expression; return its history."""
+        return []
+
+    @abstractmethod
+    def _make_step(self, network, self_expression, bank, inputs, n_batches):
+        """Return ``step(indices) -> dict`` doing one optimisation step."""
+
+    def _divergence_hint(self):
+        return (
+            f"Lower learning_rate (now {self.learning_rate}) or lambda_self "
+            f"(now {self.lambda_self}), or scale X to a smaller range."
+        )
+
+    # -- fitting --------------------------------------------------------------
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Learn the network, the self-expression coefficients and the clusters.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data. With ``image_shape`` set, each row is an image
+            flattened in C order.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        X = self._validate_X(X, reset=True)
+        n_samples = X.shape[0]
+        if n_samples < self.n_clusters:
+            raise ValueError(
+                f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}."
+            )
+        input_shape = self._input_shape(X.shape[1])
+        device = resolve_device(self.device)
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        peak = float(np.max(np.abs(X)))
+        # One global scale factor: data given in [0, 255] trains like data in
+        # [0, 1], and the loss weights keep one meaning across data sets.
+        self.input_scale_ = peak if peak > 0 else 1.0
+
+        with seeded_torch(seed, device):
+            inputs = self._as_inputs(X, input_shape, device)
+            generator = torch.Generator().manual_seed(seed)
+            network = self._build_network(input_shape).to(device)
+            history = self._pretrain(network, inputs, generator, device)
+            bank = MemoryBank(self._encode_tensor(network, inputs), update=self.bank_update)
+            self_expression = DenseSelfExpression(n_samples).to(device)
+            _, n_batches = batch_plan(n_samples, self.batch_size)
+            step = self._make_step(network, self_expression, bank, inputs, n_batches)
+            history += run_epochs(
+                step, n_samples, batch_size=self.batch_size, n_epochs=self.n_epochs,
+                generator=generator, device=device, verbose=self.verbose,
+                phase="self-expression", divergence_hint=self._divergence_hint(),
+            )
+            codes = self._encode_tensor(network, inputs)
+            coef = self_expression.coefficients()
+
+        network.eval()
+        self.network_ = network
+        self.device_ = device
+        self.history_ = history
+        self.n_iter_ = self.n_epochs
+        self.embedding_ = codes.cpu().numpy()
+        self.coef_ = coef.cpu().numpy()
+        self.affinity_matrix_, self.labels_ = coefficients_to_labels(
+            self.coef_, self.n_clusters, affinity=self.affinity, threshold=self.threshold,
+            subspace_dim=self.subspace_dim, power=self.affinity_power, random_state=seed,
+        )
+        return self
+
+    def _validate_X(self, X, *, reset):
+        """``validate_data`` for fit (``reset=True``) and for new data."""
+        try:
+            return validate_data(self, X, dtype=[np.float32, np.float64], reset=reset,
+                                 ensure_min_samples=2 if reset else 1)
+        except ValueError as exc:
+            # NumPy's own message ("could not convert string to float: 'a'")
+            # does not say which input is at fault.
+            if not str(exc).startswith("could not convert"):
+                raise
+            raise ValueError(f"X must hold numbers (numeric or numeric strings); {exc}.") from exc
+
+    def __sklearn_is_fitted__(self):
+        # fit sets n_features_in_ and input_scale_ before steps that can still
+        # fail (image_shape, divergence); only a finished fit sets labels_.
+        return hasattr(self, "labels_")
+
+    def _input_shape(self, n_features):
+        """Shape of one sample as the network sees it."""
+        if self.image_shape is None:
+            return (n_features,)
+        return check_image_shape(self.image_shape, n_features)
+
+    def _as_inputs(self, X, input_shape, device):
+        """Scaled float32 tensor of ``X`` in the network's input shape."""
+        # Scale before the cast: float64 data beyond float32's range stays finite.
+        inputs = torch.as_tensor(np.asarray(X / self.input_scale_, dtype=np.float32))
+        return inputs.reshape(len(X), *input_shape).to(device)
+
+    @torch.no_grad()
+    def _encode_tensor(self, network, inputs):
+        """Latent codes of ``inputs`` in eval mode, chunk by chunk."""
+        was_training = network.training
+        network.eval()
+        codes = torch.cat([network.encode(chunk) for chunk in inputs.split(_INFERENCE_CHUNK)])
+        network.train(was_training)
+        return codes
+
+    # -- prediction -----------------------------------------------------------
+
+    def encode(self, X):
+        """Latent codes of ``X`` from the fitted encoder.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data in the layout used for ``fit``.
+
+        Returns
+        -------
+        codes : ndarray of shape (n_samples, n_latent)
+        """
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        inputs = self._as_inputs(X, self._input_shape(X.shape[1]), self.device_)
+        return self._encode_tensor(self.network_, inputs).cpu().numpy()
+
+    def _ridge_penalty(self):
+        """Ridge weight of the self-expression of new rows against the bank."""
+        return self.lambda_coef / self.lambda_self
+
+    def predict(self, X):
+        """Assign each row to the cluster whose training codes rebuild it best.
+
+        Every row is encoded with the fitted encoder and expressed against the
+        fitted codes ``embedding_`` by ridge regression (the self-expression
+        objective with ``C`` free for that row). The predicted cluster is the
+        one whose codes, with those coefficients, leave the smallest residual.
+        Nothing is refitted and each row is treated on its own.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            New data in the layout used for ``fit``.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            Cluster index of each row.
+        """
+        codes = torch.as_tensor(self.encode(X), dtype=torch.float64, device=self.device_)
+        bank = torch.as_tensor(self.embedding_, dtype=torch.float64, device=self.device_)
+        projection = _ridge_projection(bank, self._ridge_penalty())
+        members = [
+            torch.as_tensor(np.flatnonzero(self.labels_ == k), device=self.device_)
+            for k in range(self.n_clusters)
+        ]
+        labels = []
+        for chunk in codes.split(_INFERENCE_CHUNK):
+            coefficients = chunk @ projection
+            residuals = torch.stack([
+                (chunk - coefficients[:, idx] @ bank[idx]).pow(2).sum(1)
+                if len(idx) else torch.full((len(chunk),), torch.inf, dtype=chunk.dtype,
+                                            device=chunk.device)
+                for idx in members
+            ], dim=1)
+            labels.append(residuals.argmin(1))
+        return torch.cat(labels).cpu().numpy().astype(np.int64)
+
+    # -- persistence ----------------------------------------------------------
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        network = state.get("network_")
+        if network is not None and next(network.parameters()).device.type != "cpu":
+            # Pickles always hold CPU tensors, so they load on machines without CUDA.
+            state["network_"] = copy.deepcopy(network).cpu()
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        device = getattr(self, "device_", None)
+        if device is None or not hasattr(self, "network_"):
+            return
+        if device.type == "cuda" and not torch.cuda.is_available():
+            warnings.warn(
+                f"This model was fitted on {device} but CUDA is not available; it is "
+                "loaded on the CPU.", UserWarning, stacklevel=2,
+            )
+            self.device_ = torch.device("cpu")
+        self.network_.to(self.device_)
+
+
+def _ridge_projection(bank, penalty):
+    """Matrix ``P`` with ``codes @ P`` the ridge coefficients against ``bank``.
+
+    Solves ``min_c ||z - c @ bank||^2 + penalty * ||c||^2`` for every row; uses
+    the smaller of the two equivalent normal equations.
+    """
+    n_samples, n_latent = bank.shape
+    penalty = max(penalty, 1e-8 * float(bank.pow(2).sum(1).mean()) + 1e-12)
+    if n_latent <= n_samples:
+        gram = bank.T @ bank + penalty * torch.eye(n_latent, dtype=bank.dtype, device=bank.device)
+        return torch.linalg.solve(gram, bank.T)
+    gram = bank @ bank.T + penalty * torch.eye(n_samples, dtype=bank.dtype, device=bank.device)
+    return bank.T @ torch.linalg.inv(gram)

@@ -1,0 +1,230 @@
+"""Mini-batch deep subspace clustering with an autoencoder (BDSC)."""
+
+from numbers import Integral, Real
+
+import torch
+from sklearn.utils._param_validation import Interval
+
+from ._base import BaseDeepSubspaceClustering
+from .nn.autoencoder import ConvAutoencoder, MLPAutoencoder
+from .nn.losses import coefficient_loss, reconstruction_loss, self_expression_loss
+from .nn.trainer import run_epochs
+
+
+def _positive_int_sequence(value, name):
+    values = tuple(value)
+    if not values or not all(isinstance(v, Integral) and v > 0 for v in values):
+        raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {value!r}.")
+    return values
+
+
+class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
+    """Deep subspace clustering trained with mini-batches and a memory bank.
+
+    An autoencoder maps each sample to a latent code; a self-expressive layer
+    learns coefficients ``C`` (``n_samples x n_samples``, zero diagonal) such that
+    every code is rebuilt from the others, ``z_i ~ sum_j C_ij z_j``; spectral
+    clustering of an affinity built from ``C`` gives the clusters. A memory bank
+    holds the latest code of every sample outside the autograd graph, so a
+    mini-batch ``B`` is self-expressed as ``C[B, :] @ bank`` and the whole data
+    set never has to pass through the network at once (Jiang et al., 2025).
+
+    ``fit`` pretrains the autoencoder on reconstruction, fills the bank with one
+    encoding pass and then minimises, per batch,
+
+    ``||X_B - decoder(C[B, :] Z)||^2 + lambda_coef ||C[B, :]||^2 + lambda_self ||Z_B - C[B, :] Z||^2``
+
+    (each term a mean over the batch's samples), writing the batch's codes into
+    the bank before each step. With ``batch_size=None`` this is the full-batch
+    DSC-Net objective.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+        Number of clusters.
+    image_shape : tuple of int or None, default=None
+        ``(height, width)`` or ``(channels, height, width)`` of the images that
+        the rows of ``X`` hold (flattened in C order). Given, the autoencoder is
+        convolutional; ``None`` uses a fully connected one.
+    hidden_channels : tuple of int, default=(16, 16)
+        Output channels of each stride-2 convolution of the encoder (images).
+    kernel_sizes : tuple of int, default=(3, 3)
+        Kernel size of each convolution (same length as ``hidden_channels``).
+    hidden_units : tuple of int, default=(256, 32)
+        Widths of the fully connected encoder; the last one is the latent
+        dimension (used when ``image_shape`` is None).
+    batch_size : int or None, default=128
+        Samples per step. ``None``, or a value of at least ``n_samples``, means
+        one full batch per epoch.
+    n_epochs : int, default=100
+        Epochs of self-expressive training.
+    n_pretrain_epochs : int, default=200
+        Epochs of autoencoder pretraining on reconstruction alone.
+    learning_rate : float, default=1e-3
+        Adam learning rate of the decoder and the coefficients, and of the
+        encoder before the ``scale_encoder_lr`` rule.
+    lambda_coef : float, default=1.0
+        Weight of the coefficient penalty ``||C||^2``.
+    lambda_self : float, default=1.0
+        Weight of the self-expression penalty ``||Z - CZ||^2``.
+    bank_update : {"index", "fifo"}, default="index"
+        How batch codes are written to the memory bank: into the samples' own
+        slots, or over the oldest slots as in a queue.
+    scale_encoder_lr : bool, default=True
+        Divide the encoder's learning rate by ``k``, the number of batches per
+        epoch, so that the encoder moves as far in one epoch as it would with a
+        full batch and the codes in the bank stay consistent.
+    affinity : {"dsc", "symmetric"}, default="dsc"
+        Post-processing of the coefficients: DSC-Net's thresholded,
+        SVD-based affinity, or the plain ``|C| + |C|^T``.
+    threshold : float in (0, 1], default=0.1
+        Fraction of each column's l1 mass kept before building the affinity.
+    subspace_dim : int, default=4
+        Assumed subspace dimension (``affinity="dsc"``).
+    affinity_power : float, default=2.0
+        Exponent of the DSC-Net affinity (``affinity="dsc"``).
+    device : {"auto", "cpu", "cuda"} or str, default="auto"
+        Training device; ``"auto"`` uses CUDA when present.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, batch order and spectral clustering. The same
+        seed gives the same labels on the CPU; on CUDA some kernels are not
+        deterministic, so labels may differ slightly between runs.
+    verbose : int, default=0
+        0 is silent, 1 shows progress bars, 2 also prints every epoch.
+
+    Attributes
+    ----------
+    labels_ : ndarray of shape (n_samples,)
+        Cluster of each training sample.
+    affinity_matrix_ : ndarray of shape (n_samples, n_samples)
+        Symmetric, non-negative affinity that was clustered.
+    coef_ : ndarray of shape (n_samples, n_samples)
+        Self-expression coefficients (zero diagonal); row ``i`` rebuilds sample ``i``.
+    embedding_ : ndarray of shape (n_samples, n_latent)
+        Latent codes of the training samples from the final encoder.
+    history_ : list of dict
+        One entry per epoch (pretraining and self-expression, see ``phase``)
+        with the mean loss terms and the seconds it took.
+    n_iter_ : int
+        Epochs of self-expressive training run.
+    network_ : torch.nn.Module
+        The fitted autoencoder.
+    device_ : torch.device
+        Device the network lives on.
+    input_scale_ : float
+        Largest absolute value of the training data; inputs are divided by it.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when ``X`` has string column names.
+
+    See Also
+    --------
+    sklearn.cluster.SpectralClustering : Spectral clustering on a given affinity.
+
+    References
+    ----------
+    Jiang, Yu, Lin and Liu, "A mini-batch training strategy for deep subspace
+    clustering networks", 2025.
+
+    Ji, Zhang, Li, Salzmann and Reid, "Deep subspace clustering networks",
+    NeurIPS 2017.
+
+    Examples
+    --------
+    >>> from skdsc import MiniBatchDeepSubspaceClustering
+    >>> from skdsc.datasets import make_subspaces
+    >>> X, y = make_subspaces(n_clusters=3, n_samples_per_cluster=30, random_state=0)
+    >>> model = MiniBatchDeepSubspaceClustering(
+    ...     n_clusters=3, n_epochs=20, n_pretrain_epochs=20, random_state=0).fit(X)
+    >>> model.labels_.shape
+    (90,)
+    """
+
+    _parameter_constraints: dict = {
+        **BaseDeepSubspaceClustering._parameter_constraints,
+        "hidden_channels": [tuple, list],
+        "kernel_sizes": [tuple, list],
+        "hidden_units": [tuple, list],
+        "n_pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
+    }
+
+    def __init__(self, n_clusters=8, *, image_shape=None, hidden_channels=(16, 16),
+                 kernel_sizes=(3, 3), hidden_units=(256, 32), batch_size=128,
+                 n_epochs=100, n_pretrain_epochs=200, learning_rate=1e-3,
+                 lambda_coef=1.0, lambda_self=1.0, bank_update="index",
+                 scale_encoder_lr=True, affinity="dsc", threshold=0.1, subspace_dim=4,
+                 affinity_power=2.0, device="auto", random_state=None, verbose=0):
+        super().__init__(
+            n_clusters, image_shape=image_shape, batch_size=batch_size,
+            n_epochs=n_epochs, learning_rate=learning_rate, lambda_coef=lambda_coef,
+            lambda_self=lambda_self, bank_update=bank_update,
+            scale_encoder_lr=scale_encoder_lr, affinity=affinity, threshold=threshold,
+            subspace_dim=subspace_dim, affinity_power=affinity_power, device=device,
+            random_state=random_state, verbose=verbose,
+        )
+        self.hidden_channels = hidden_channels
+        self.kernel_sizes = kernel_sizes
+        self.hidden_units = hidden_units
+        self.n_pretrain_epochs = n_pretrain_epochs
+
+    def _build_network(self, input_shape):
+        if len(input_shape) == 1:
+            units = _positive_int_sequence(self.hidden_units, "hidden_units")
+            return MLPAutoencoder(input_shape[0], units)
+        channels = _positive_int_sequence(self.hidden_channels, "hidden_channels")
+        kernels = _positive_int_sequence(self.kernel_sizes, "kernel_sizes")
+        if len(channels) != len(kernels):
+            raise ValueError(
+                f"kernel_sizes must have one entry per hidden_channels entry; got "
+                f"{len(kernels)} kernel sizes for {len(channels)} layers."
+            )
+        return ConvAutoencoder(input_shape, channels, kernels)
+
+    def _pretrain(self, network, inputs, generator, device):
+        optimizer = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
+
+        def step(indices):
+            x = inputs[indices]
+            loss = reconstruction_loss(x, network(x))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            return {"loss": loss.detach()}
+
+        return run_epochs(
+            step, len(inputs), batch_size=self.batch_size, n_epochs=self.n_pretrain_epochs,
+            generator=generator, device=device, verbose=self.verbose, phase="pretrain",
+            divergence_hint=f"Lower learning_rate (now {self.learning_rate}) or scale X "
+                            "to a smaller range.",
+        )
+
+    def _make_step(self, network, self_expression, bank, inputs, n_batches):
+        encoder_lr = self.learning_rate / n_batches if self.scale_encoder_lr else self.learning_rate
+        optimizer = torch.optim.Adam([
+            {"params": network.encoder.parameters(), "lr": encoder_lr},
+            {"params": network.decoder.parameters(), "lr": self.learning_rate},
+        ])
+        # Sparse Adam: only the coefficient rows of the batch move in a step.
+        coef_optimizer = torch.optim.SparseAdam(self_expression.parameters(), lr=self.learning_rate)
+
+        def step(indices):
+            x = inputs[indices]
+            codes = network.encode(x)
+            slots = bank.write(indices, codes)
+            expressed, rows = self_expression(indices, codes, bank, slots)
+            reconstruction = reconstruction_loss(x, network.decode(expressed))
+            self_expr = self_expression_loss(codes, expressed)
+            coefficient = coefficient_loss(rows)
+            loss = reconstruction + self.lambda_coef * coefficient + self.lambda_self * self_expr
+            optimizer.zero_grad()
+            coef_optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            coef_optimizer.step()
+            return {
+                "loss": loss.detach(), "reconstruction": reconstruction.detach(),
+                "self_expression": self_expr.detach(), "coefficient": coefficient.detach(),
+            }
+
+        return step

@@ -1,0 +1,66 @@
+"""Memory bank of latent codes, kept outside the autograd graph."""
+
+import torch
+
+BANK_UPDATES = ("index", "fifo")
+
+
+class MemoryBank:
+    """The latest latent code of every training sample.
+
+    The bank has one slot per training sample. ``owners[j]`` is the sample whose
+    code sits in slot ``j``; self-expression coefficients are looked up through
+    it, so coefficient columns always refer to samples, never to slots.
+
+    Parameters
+    ----------
+    codes : torch.Tensor of shape (n_samples, n_features)
+        Initial codes (typically one encoding pass over the data). Copied and
+        detached.
+    update : {"index", "fifo"}, default="index"
+        ``"index"`` writes the code of sample ``i`` into slot ``i``. ``"fifo"``
+        treats the bank as a queue: each batch overwrites the oldest slots, so a
+        sample may be held twice (or not at all) until its next visit.
+    """
+
+    def __init__(self, codes, update="index"):
+        if update not in BANK_UPDATES:
+            raise ValueError(
+                f"bank_update must be one of {BANK_UPDATES}, got {update!r}."
+            )
+        self.codes = codes.detach().clone()
+        self.update = update
+        n_samples = codes.shape[0]
+        self.owners = torch.arange(n_samples, device=codes.device)
+        self._head = 0
+
+    @property
+    def n_slots(self):
+        return self.codes.shape[0]
+
+    def slots_for(self, indices):
+        """Slots that the next :meth:`write` of ``indices`` will fill.
+
+        Parameters
+        ----------
+        indices : torch.Tensor of shape (batch_size,)
+            Sample indices of the batch.
+
+        Returns
+        -------
+        slots : torch.Tensor of shape (batch_size,)
+        """
+        if self.update == "index":
+            return indices
+        positions = torch.arange(self._head, self._head + len(indices), device=indices.device)
+        return positions % self.n_slots
+
+    @torch.no_grad()
+    def write(self, indices, codes):
+        """Store detached ``codes`` of samples ``indices`` and return their slots."""
+        slots = self.slots_for(indices)
+        self.codes[slots] = codes.detach().to(self.codes.dtype)
+        self.owners[slots] = indices
+        if self.update == "fifo":
+            self._head = (self._head + len(indices)) % self.n_slots
+        return slots

@@ -1,0 +1,95 @@
+"""The mini-batch loop shared by the estimators: batches, progress, history."""
+
+import math
+import sys
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+
+def batch_plan(n_samples, batch_size):
+    """Return ``(batch_size, n_batches)`` with ``batch_size=None`` meaning one full batch."""
+    if batch_size is None or batch_size >= n_samples:
+        return n_samples, 1
+    return batch_size, math.ceil(n_samples / batch_size)
+
+
+def shuffled_batches(n_samples, batch_size, generator, device):
+    """Index tensors of one epoch: a random permutation cut into batches.
+
+    The last batch is merged into the previous one when it would hold fewer
+    than half a batch, so no step sees a tiny, noisy batch.
+    """
+    batch_size, n_batches = batch_plan(n_samples, batch_size)
+    order = torch.randperm(n_samples, generator=generator).to(device)
+    if n_batches > 1 and n_samples - (n_batches - 1) * batch_size < batch_size // 2:
+        n_batches -= 1
+    bounds = [i * batch_size for i in range(n_batches)] + [n_samples]
+    return [order[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
+
+
+def run_epochs(step, n_samples, *, batch_size, n_epochs, generator, device,
+               verbose=0, phase="train", divergence_hint=""):
+    """Run ``n_epochs`` of mini-batch steps and return the per-epoch history.
+
+    Parameters
+    ----------
+    step : callable
+        ``step(indices) -> dict`` performs one optimisation step on the batch
+        of sample ``indices`` and returns its loss terms (tensors or floats);
+        the key ``"loss"`` is the total that was minimised.
+    n_samples : int
+        Number of training samples.
+    batch_size : int or None
+        Samples per step; ``None`` is one full batch per epoch.
+    n_epochs : int
+        Passes over the data.
+    generator : torch.Generator
+        CPU generator that draws the batch permutations.
+    device : torch.device
+        Device the index tensors are sent to.
+    verbose : int, default=0
+        0 is silent, 1 shows a progress bar, 2 also prints every epoch.
+    phase : str, default="train"
+        Name shown in progress output and stored in the history.
+    divergence_hint : str, default=""
+        Advice appended to the error raised when a loss is not finite.
+
+    Returns
+    -------
+    history : list of dict
+        One entry per epoch: ``epoch``, ``phase``, the sample-weighted mean of
+        every loss term, and ``seconds``.
+    """
+    history = []
+    bar = tqdm(total=n_epochs, desc=phase, disable=verbose < 1, file=sys.stderr,
+               leave=False)
+    try:
+        for epoch in range(n_epochs):
+            start = time.perf_counter()
+            totals = {}
+            for indices in shuffled_batches(n_samples, batch_size, generator, device):
+                terms = step(indices)
+                loss = float(terms["loss"])
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"The {phase} loss became {loss} at epoch {epoch + 1}. "
+                        f"{divergence_hint}".strip()
+                    )
+                for name, value in terms.items():
+                    totals[name] = totals.get(name, 0.0) + float(value) * len(indices)
+            record = {"epoch": epoch + 1, "phase": phase}
+            record.update({name: value / n_samples for name, value in totals.items()})
+            record["seconds"] = time.perf_counter() - start
+            history.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.4g}")
+            bar.update()
+            if verbose >= 2:
+                terms = ", ".join(f"{k}={v:.4g}" for k, v in record.items()
+                                  if k not in ("epoch", "phase", "seconds"))
+                bar.write(f"[{phase}] epoch {epoch + 1}/{n_epochs}: {terms} "
+                          f"({record['seconds']:.2f} s)", file=sys.stderr)
+    finally:
+        bar.close()
+    return history

@@ -1,0 +1,143 @@
+"""From self-expression coefficients to an affinity matrix and cluster labels."""
+
+import numpy as np
+from scipy.sparse.linalg import svds
+from sklearn.cluster import spectral_clustering
+from sklearn.preprocessing import normalize
+from sklearn.utils import check_random_state
+
+AFFINITIES = ("dsc", "symmetric")
+
+
+def threshold_coefficients(coef, threshold):
+    """Keep, in every column, the largest entries holding ``threshold`` of its l1 mass.
+
+    Entries are taken in decreasing magnitude until their cumulative sum exceeds
+    ``threshold`` times the column's l1 norm; the rest are set to zero. This is
+    the column thresholding of SSC and DSC-Net.
+
+    Parameters
+    ----------
+    coef : ndarray of shape (n_samples, n_samples)
+        Self-expression coefficients, column ``j`` being the weights with which
+        sample ``j`` is used.
+    threshold : float in (0, 1]
+        Fraction of the l1 mass to keep; 1 keeps everything.
+
+    Returns
+    -------
+    thresholded : ndarray of shape (n_samples, n_samples)
+    """
+    coef = np.asarray(coef, dtype=np.float64)
+    if threshold >= 1:
+        return coef.copy()
+    magnitude = np.abs(coef)
+    order = np.argsort(-magnitude, axis=0)
+    sorted_mag = np.take_along_axis(magnitude, order, axis=0)
+    mass_before = np.cumsum(sorted_mag, axis=0) - sorted_mag
+    keep_sorted = mass_before <= threshold * sorted_mag.sum(axis=0, keepdims=True)
+    keep = np.zeros_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, axis=0)
+    return np.where(keep, coef, 0.0)
+
+
+def symmetric_affinity(coef):
+    """The plain affinity ``|C| + |C|^T``.
+
+    Parameters
+    ----------
+    coef : ndarray of shape (n_samples, n_samples)
+
+    Returns
+    -------
+    affinity : ndarray of shape (n_samples, n_samples)
+        Symmetric and non-negative.
+    """
+    magnitude = np.abs(np.asarray(coef, dtype=np.float64))
+    return magnitude + magnitude.T
+
+
+def dsc_affinity(coef, n_clusters, subspace_dim, power):
+    """The DSC-Net affinity: a low-rank, angle-based rebuild of ``C``.
+
+    ``C`` is symmetrised, its leading ``subspace_dim * n_clusters + 1`` singular
+    vectors (scaled by the square root of their singular values) are normalised
+    row-wise, and the affinity is the positive part of their inner products,
+    raised to ``power`` and scaled to a maximum of 1.
+
+    Parameters
+    ----------
+    coef : ndarray of shape (n_samples, n_samples)
+    n_clusters : int
+    subspace_dim : int
+        Assumed dimension of each subspace.
+    power : float
+        Exponent that sharpens the affinity.
+
+    Returns
+    -------
+    affinity : ndarray of shape (n_samples, n_samples)
+        Symmetric, non-negative, with maximum 1.
+    """
+    coef = np.asarray(coef, dtype=np.float64)
+    n_samples = coef.shape[0]
+    rank = min(subspace_dim * n_clusters + 1, n_samples - 1)
+    sym = 0.5 * (coef + coef.T)
+    # A fixed start vector keeps ARPACK, and so the labels, deterministic.
+    u, s, _ = svds(sym, k=rank, v0=np.ones(n_samples))
+    u = normalize(u * np.sqrt(s), axis=1)
+    affinity = np.maximum(u @ u.T, 0.0) ** power
+    peak = affinity.max()
+    if peak > 0:
+        affinity /= peak
+    return 0.5 * (affinity + affinity.T)
+
+
+def coefficients_to_labels(coef, n_clusters, *, affinity="dsc", threshold=1.0,
+                           subspace_dim=4, power=1.0, random_state=None):
+    """Cluster samples from their self-expression coefficients.
+
+    Parameters
+    ----------
+    coef : ndarray of shape (n_samples, n_samples)
+        Self-expression coefficients with a zero diagonal.
+    n_clusters : int
+        Number of clusters.
+    affinity : {"dsc", "symmetric"}, default="dsc"
+        ``"dsc"`` is DSC-Net's post-processing (:func:`dsc_affinity`),
+        ``"symmetric"`` the plain ``|C| + |C|^T``.
+    threshold : float in (0, 1], default=1.0
+        Column thresholding applied first (:func:`threshold_coefficients`).
+    subspace_dim : int, default=4
+        Subspace dimension for ``affinity="dsc"``.
+    power : float, default=1.0
+        Exponent for ``affinity="dsc"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the eigensolver and the label discretisation.
+
+    Returns
+    -------
+    affinity_matrix : ndarray of shape (n_samples, n_samples)
+    labels : ndarray of shape (n_samples,)
+    """
+    if affinity not in AFFINITIES:
+        raise ValueError(f"affinity must be one of {AFFINITIES}, got {affinity!r}.")
+    coef = threshold_coefficients(coef, threshold)
+    if affinity == "dsc":
+        matrix = dsc_affinity(coef, n_clusters, subspace_dim, power)
+    else:
+        matrix = symmetric_affinity(coef)
+    labels = spectral_labels(matrix, n_clusters, random_state=random_state)
+    return matrix, labels
+
+
+def spectral_labels(affinity_matrix, n_clusters, random_state=None):
+    """Spectral clustering of a precomputed affinity (normalised cut, discretised)."""
+    if not np.any(affinity_matrix):
+        # An all-zero affinity has no structure to cut: one cluster is the honest answer.
+        return np.zeros(affinity_matrix.shape[0], dtype=np.int64)
+    seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
+    return spectral_clustering(
+        affinity_matrix, n_clusters=n_clusters, eigen_solver="arpack",
+        assign_labels="discretize", random_state=seed,
+    ).astype(np.int64)

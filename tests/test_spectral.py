@@ -1,0 +1,172 @@
+"""Coefficients -> affinity -> labels (skdsc.spectral)."""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from skdsc.metrics import clustering_accuracy
+from skdsc.spectral import (
+    coefficients_to_labels,
+    dsc_affinity,
+    spectral_labels,
+    symmetric_affinity,
+    threshold_coefficients,
+)
+
+
+def block_coefficients(sizes, seed=0):
+    """A block-diagonal coefficient matrix (zero diagonal) with rows shuffled.
+
+    Returns the matrix and the block of every sample. Blocks have distinct
+    sizes so that their spectra do not coincide.
+    """
+    rng = np.random.RandomState(seed)
+    n = sum(sizes)
+    coef = np.zeros((n, n))
+    blocks = np.repeat(np.arange(len(sizes)), sizes)
+    start = 0
+    for size in sizes:
+        block = rng.uniform(0.1, 1.0, (size, size)) * rng.choice([-1, 1], (size, size))
+        coef[start:start + size, start:start + size] = block
+        start += size
+    np.fill_diagonal(coef, 0.0)
+    perm = rng.permutation(n)
+    return coef[np.ix_(perm, perm)], blocks[perm]
+
+
+# -- threshold_coefficients ---------------------------------------------------
+
+def test_threshold_keeps_largest_entries_per_column():
+    """Per column, entries are kept in decreasing |value| until the mass reaches
+    the threshold; the entry that crosses it is kept, signs are preserved."""
+    coef = np.array([
+        [0.5, 0.0, 0.1],
+        [-0.3, 0.2, 0.1],
+        [0.15, -0.6, 0.1],
+        [0.05, 0.2, 0.7],
+    ])
+    expected = np.array([
+        [0.5, 0.0, 0.0],
+        [-0.3, 0.0, 0.0],
+        [0.0, -0.6, 0.0],
+        [0.0, 0.0, 0.7],
+    ])
+    assert_array_equal(threshold_coefficients(coef, 0.55), expected)
+    # 0.4 of column 0's mass is reached by 0.5 alone.
+    assert_array_equal(threshold_coefficients(coef, 0.4)[:, 0], [0.5, 0, 0, 0])
+    # Keeping 0.9: column 1 needs 0.6 and both 0.2s (0.8 < 0.9), not the zero.
+    assert np.count_nonzero(threshold_coefficients(coef, 0.9)[:, 1]) == 3
+
+
+def test_threshold_one_is_identity():
+    coef = np.random.RandomState(0).standard_normal((6, 6))
+    out = threshold_coefficients(coef, 1.0)
+    assert_array_equal(out, coef)
+    assert out is not coef  # a copy: the caller's matrix is never aliased
+
+
+def test_threshold_zero_column_stays_zero():
+    coef = np.random.RandomState(0).standard_normal((5, 5))
+    coef[:, 2] = 0.0
+    out = threshold_coefficients(coef, 0.3)
+    assert_array_equal(out[:, 2], 0.0)
+    assert np.all(np.count_nonzero(out[:, [0, 1, 3, 4]], axis=0) >= 1)
+
+
+def test_threshold_keeps_at_least_the_mass_asked_for():
+    coef = np.random.RandomState(1).standard_normal((20, 20))
+    for threshold in (0.05, 0.3, 0.7, 0.99):
+        out = threshold_coefficients(coef, threshold)
+        kept = np.abs(out).sum(0) / np.abs(coef).sum(0)
+        assert np.all(kept >= threshold - 1e-12)
+        assert set(np.flatnonzero(out)) <= set(np.flatnonzero(coef))
+
+
+# -- affinities ---------------------------------------------------------------
+
+def test_symmetric_affinity():
+    coef = np.random.RandomState(0).standard_normal((7, 7))
+    A = symmetric_affinity(coef)
+    assert_allclose(A, np.abs(coef) + np.abs(coef).T)
+    assert_array_equal(A, A.T)
+    assert np.all(A >= 0)
+
+
+def test_dsc_affinity_properties():
+    coef = np.random.RandomState(0).standard_normal((30, 30))
+    np.fill_diagonal(coef, 0)
+    A = dsc_affinity(coef, n_clusters=3, subspace_dim=2, power=2.0)
+    assert A.shape == (30, 30)
+    assert_allclose(A, A.T)
+    assert np.all(A >= 0)
+    assert A.max() == pytest.approx(1.0)
+
+
+def test_dsc_affinity_has_no_cross_block_edges():
+    """For a block-diagonal C, samples of different blocks get affinity 0."""
+    coef, blocks = block_coefficients([9, 11, 13])
+    A = dsc_affinity(coef, n_clusters=3, subspace_dim=3, power=2.0)
+    cross = blocks[:, None] != blocks[None, :]
+    assert_allclose(A[cross], 0.0, atol=1e-10)
+    assert A[~cross].max() > 0.5
+
+
+def test_dsc_affinity_power_sharpens():
+    """A higher power lowers every affinity below 1 (values are in [0, 1])."""
+    coef, _ = block_coefficients([9, 11, 13], seed=2)
+    soft = dsc_affinity(coef, 3, 3, power=1.0)
+    sharp = dsc_affinity(coef, 3, 3, power=4.0)
+    assert np.all(sharp <= soft + 1e-12)
+    assert np.any(sharp < soft - 1e-3)
+
+
+def test_dsc_affinity_is_deterministic():
+    coef, _ = block_coefficients([9, 11, 13], seed=3)
+    assert_array_equal(dsc_affinity(coef, 3, 3, 2.0), dsc_affinity(coef, 3, 3, 2.0))
+
+
+# -- labels -------------------------------------------------------------------
+
+# Disconnected blocks are the point here, so spectral_embedding's warning is expected.
+GRAPH_WARNING = "ignore:Graph is not fully connected:UserWarning"
+
+
+@pytest.mark.filterwarnings(GRAPH_WARNING)
+@pytest.mark.parametrize("affinity", ["dsc", "symmetric"])
+@pytest.mark.parametrize("threshold", [1.0, 0.5])
+def test_coefficients_to_labels_recovers_blocks(affinity, threshold):
+    """The blocks of a shuffled block-diagonal C come back as the clusters."""
+    coef, blocks = block_coefficients([9, 11, 13])
+    matrix, labels = coefficients_to_labels(coef, 3, affinity=affinity, threshold=threshold,
+                                            subspace_dim=3, power=2.0, random_state=0)
+    assert labels.shape == (33,) and labels.dtype == np.int64
+    assert clustering_accuracy(blocks, labels) == 1.0
+    assert_allclose(matrix, matrix.T)
+    assert np.all(matrix >= 0)
+
+
+@pytest.mark.filterwarnings(GRAPH_WARNING)
+def test_coefficients_to_labels_uses_the_threshold():
+    coef, _ = block_coefficients([9, 11, 13])
+    full, _ = coefficients_to_labels(coef, 3, affinity="symmetric", threshold=1.0)
+    cut, _ = coefficients_to_labels(coef, 3, affinity="symmetric", threshold=0.3)
+    assert_allclose(full, symmetric_affinity(coef))
+    assert_allclose(cut, symmetric_affinity(threshold_coefficients(coef, 0.3)))
+    assert np.count_nonzero(cut) < np.count_nonzero(full)
+
+
+def test_coefficients_to_labels_is_seeded():
+    coef = np.abs(np.random.RandomState(0).standard_normal((40, 40)))
+    np.fill_diagonal(coef, 0)
+    first = coefficients_to_labels(coef, 4, random_state=0)[1]
+    assert_array_equal(coefficients_to_labels(coef, 4, random_state=0)[1], first)
+
+
+def test_coefficients_to_labels_bad_affinity():
+    with pytest.raises(ValueError, match="affinity must be one of"):
+        coefficients_to_labels(np.eye(4), 2, affinity="cosine")
+
+
+def test_spectral_labels_of_zero_affinity():
+    """No edges: everything is one cluster rather than an arbitrary cut."""
+    assert_array_equal(spectral_labels(np.zeros((6, 6)), 3, random_state=0), np.zeros(6))
