@@ -13,7 +13,9 @@ It shows how to
   :func:`skdsc.metrics.clustering_accuracy` (accuracy under the best matching
   of clusters to classes) and the normalised mutual information;
 * assign held-out images to the learned clusters with ``predict``, which
-  expresses each new code against the fitted codes and never refits;
+  expresses each new code against the fitted codes and never refits (the
+  held-out accuracy uses the cluster-to-digit matching found on the training
+  split, so it measures how well ``predict`` generalises);
 * look at a few images per cluster and at the affinity matrix
   ``affinity_matrix_`` with its rows and columns ordered by cluster: a good
   clustering shows bright diagonal blocks.
@@ -22,7 +24,7 @@ The labels are used only to score the result, never during ``fit``.
 
 Run it with::
 
-    python examples/plot_digits.py                 # about 10 s on 2 CPU cores
+    python examples/plot_digits.py                 # about 10 s on an idle 2-core CPU
     python examples/plot_digits.py --quick         # a few epochs, a smoke test
     python examples/plot_digits.py --output out.png
 """

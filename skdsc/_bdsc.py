@@ -46,9 +46,9 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         ``(height, width)`` or ``(channels, height, width)`` of the images that
         the rows of ``X`` hold (flattened in C order). Given, the autoencoder is
         convolutional; ``None`` uses a fully connected one.
-    hidden_channels : tuple of int, default=(16, 16)
+    hidden_channels : tuple of int, default=(15,)
         Output channels of each stride-2 convolution of the encoder (images).
-    kernel_sizes : tuple of int, default=(3, 3)
+    kernel_sizes : tuple of int, default=(3,)
         Kernel size of each convolution (same length as ``hidden_channels``).
     hidden_units : tuple of int, default=(256, 32)
         Widths of the fully connected encoder; the last one is the latent
@@ -56,16 +56,16 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
     batch_size : int or None, default=128
         Samples per step. ``None``, or a value of at least ``n_samples``, means
         one full batch per epoch.
-    n_epochs : int, default=100
+    n_epochs : int, default=200
         Epochs of self-expressive training.
     n_pretrain_epochs : int, default=200
         Epochs of autoencoder pretraining on reconstruction alone.
-    learning_rate : float, default=1e-3
+    learning_rate : float, default=3e-3
         Adam learning rate of the decoder and the coefficients, and of the
         encoder before the ``scale_encoder_lr`` rule.
     lambda_coef : float, default=1.0
         Weight of the coefficient penalty ``||C||^2``.
-    lambda_self : float, default=1.0
+    lambda_self : float, default=10.0
         Weight of the self-expression penalty ``||Z - CZ||^2``.
     bank_update : {"index", "fifo"}, default="index"
         How batch codes are written to the memory bank: into the samples' own
@@ -79,9 +79,9 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         SVD-based affinity, or the plain ``|C| + |C|^T``.
     threshold : float in (0, 1], default=0.1
         Fraction of each column's l1 mass kept before building the affinity.
-    subspace_dim : int, default=4
+    subspace_dim : int, default=6
         Assumed subspace dimension (``affinity="dsc"``).
-    affinity_power : float, default=2.0
+    affinity_power : float, default=4.0
         Exponent of the DSC-Net affinity (``affinity="dsc"``).
     device : {"auto", "cpu", "cuda"} or str, default="auto"
         Training device; ``"auto"`` uses CUDA when present.
@@ -115,7 +115,7 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         Largest absolute value of the training data; inputs are divided by it.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
 
     See Also
@@ -149,12 +149,12 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         "n_pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
     }
 
-    def __init__(self, n_clusters=8, *, image_shape=None, hidden_channels=(16, 16),
-                 kernel_sizes=(3, 3), hidden_units=(256, 32), batch_size=128,
-                 n_epochs=100, n_pretrain_epochs=200, learning_rate=1e-3,
-                 lambda_coef=1.0, lambda_self=1.0, bank_update="index",
-                 scale_encoder_lr=True, affinity="dsc", threshold=0.1, subspace_dim=4,
-                 affinity_power=2.0, device="auto", random_state=None, verbose=0):
+    def __init__(self, n_clusters=8, *, image_shape=None, hidden_channels=(15,),
+                 kernel_sizes=(3,), hidden_units=(256, 32), batch_size=128,
+                 n_epochs=200, n_pretrain_epochs=200, learning_rate=3e-3,
+                 lambda_coef=1.0, lambda_self=10.0, bank_update="index",
+                 scale_encoder_lr=True, affinity="dsc", threshold=0.1, subspace_dim=6,
+                 affinity_power=4.0, device="auto", random_state=None, verbose=0):
         super().__init__(
             n_clusters, image_shape=image_shape, batch_size=batch_size,
             n_epochs=n_epochs, learning_rate=learning_rate, lambda_coef=lambda_coef,

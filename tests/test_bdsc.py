@@ -394,6 +394,7 @@ def _assert_same_model(loaded, original, X):
     assert_array_equal(loaded.labels_, original.labels_)
     assert_array_equal(loaded.coef_, original.coef_)
     assert loaded.get_params() == original.get_params()
+    assert loaded.device_ == torch.device("cpu") and not loaded.network_.training
 
 
 def test_pickle_round_trip(fitted_small, subspace_data):

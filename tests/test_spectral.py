@@ -58,6 +58,15 @@ def test_threshold_keeps_largest_entries_per_column():
     assert np.count_nonzero(threshold_coefficients(coef, 0.9)[:, 1]) == 3
 
 
+def test_threshold_keeps_the_entry_that_reaches_the_mass_exactly():
+    """Entries are taken until the kept mass *exceeds* the threshold: with exact
+    binary fractions, the 0.25 that brings the mass to 0.75 > 0.5 is kept because
+    the mass before it (0.5) does not exceed 0.5."""
+    coef = np.array([[0.0, 0.5], [0.5, 0.0], [0.25, 0.25], [0.125, 0.125], [0.125, 0.125]])
+    out = threshold_coefficients(coef, 0.5)
+    assert_array_equal(out[:, 0], [0.0, 0.5, 0.25, 0.0, 0.0])
+
+
 def test_threshold_one_is_identity():
     coef = np.random.RandomState(0).standard_normal((6, 6))
     out = threshold_coefficients(coef, 1.0)

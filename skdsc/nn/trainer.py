@@ -9,22 +9,24 @@ from tqdm.auto import tqdm
 
 
 def batch_plan(n_samples, batch_size):
-    """Return ``(batch_size, n_batches)`` with ``batch_size=None`` meaning one full batch."""
+    """Return ``(batch_size, n_batches)`` of every epoch.
+
+    ``batch_size=None`` (or one of at least ``n_samples``) is one full batch. A
+    last batch of fewer than half ``batch_size`` samples is merged into the one
+    before it, so no step sees a tiny, noisy batch.
+    """
     if batch_size is None or batch_size >= n_samples:
         return n_samples, 1
-    return batch_size, math.ceil(n_samples / batch_size)
+    n_batches = math.ceil(n_samples / batch_size)
+    if n_batches > 1 and n_samples - (n_batches - 1) * batch_size < batch_size // 2:
+        n_batches -= 1
+    return batch_size, n_batches
 
 
 def shuffled_batches(n_samples, batch_size, generator, device):
-    """Index tensors of one epoch: a random permutation cut into batches.
-
-    The last batch is merged into the previous one when it would hold fewer
-    than half a batch, so no step sees a tiny, noisy batch.
-    """
+    """Index tensors of one epoch: a random permutation cut as :func:`batch_plan` says."""
     batch_size, n_batches = batch_plan(n_samples, batch_size)
     order = torch.randperm(n_samples, generator=generator).to(device)
-    if n_batches > 1 and n_samples - (n_batches - 1) * batch_size < batch_size // 2:
-        n_batches -= 1
     bounds = [i * batch_size for i in range(n_batches)] + [n_samples]
     return [order[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
 
