@@ -1,0 +1,116 @@
+"""Benchmark MiniBatchDeepSubspaceClustering on ORL and COIL-20.
+
+Every fit runs in its own subprocess so that its peak resident memory (RSS)
+is measured alone. Labels are used only to score the final labels; ``fit``
+never sees them. Results are appended as JSON lines to ``--out``; run
+``summarize.py`` on that file for the table in RESULTS.md.
+
+Usage::
+
+    python benchmarks/bench_bdsc.py --data-dir ../shared/data --seeds 0 1 2 3 4 \
+        --workers 2 --out benchmarks/results/bdsc_cpu.jsonl
+"""
+
+import argparse
+import itertools
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+# DSC-Net's published settings (Ji et al. 2017) for these data sets, with the
+# autoencoder pretrained inside fit (no external weights). Images are in [0, 1].
+PUBLISHED = {
+    "orl": dict(hidden_channels=(3, 3, 5), kernel_sizes=(3, 3, 3), lambda_coef=2.0,
+                lambda_self=0.2, n_epochs=700, n_pretrain_epochs=500, learning_rate=1e-3,
+                threshold=0.2, subspace_dim=3, affinity_power=1.0),
+    "coil20": dict(hidden_channels=(15,), kernel_sizes=(3,), lambda_coef=1.0,
+                   lambda_self=75.0, n_epochs=40, n_pretrain_epochs=200, learning_rate=1e-3,
+                   threshold=0.04, subspace_dim=12, affinity_power=8.0),
+}
+FILES = {"orl": "ORL_32x32.mat", "coil20": "COIL20.mat"}
+N_SAMPLES = {"orl": 400, "coil20": 1440}
+
+
+def configurations(dataset):
+    """(name, parameters) pairs: published settings at k = 1, 2, 4, 8, and the defaults."""
+    n = N_SAMPLES[dataset]
+    for k in (1, 2, 4, 8):
+        batch_size = None if k == 1 else n // k
+        yield f"published k={k}", dict(PUBLISHED[dataset], batch_size=batch_size)
+    yield "defaults", {}
+
+
+def fit_once(dataset, params, seed, data_dir):
+    """Fit in this process and return the measurements (run by the subprocess)."""
+    import numpy as np
+    import torch
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from skdsc import MiniBatchDeepSubspaceClustering
+    from skdsc.datasets import load_mat
+    from skdsc.metrics import clustering_accuracy
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
+    X, y = load_mat(Path(data_dir) / FILES[dataset], (32, 32))
+    model = MiniBatchDeepSubspaceClustering(
+        len(np.unique(y)), image_shape=(1, 32, 32), random_state=seed, device="cpu", **params)
+    start = time.perf_counter()
+    model.fit(X)
+    seconds = time.perf_counter() - start
+    agreement = float(np.mean(model.predict(X) == model.labels_))
+    return {
+        "acc": clustering_accuracy(y, model.labels_),
+        "nmi": float(normalized_mutual_info_score(y, model.labels_)),
+        "fit_seconds": seconds,
+        "predict_agreement": agreement,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_in_subprocess(job, data_dir):
+    dataset, name, params, seed = job
+    payload = json.dumps({"dataset": dataset, "params": params, "seed": seed, "data_dir": str(data_dir)})
+    done = subprocess.run([sys.executable, __file__, "--child", payload],
+                          capture_output=True, text=True, check=True)
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    record.update(dataset=dataset, config=name, seed=seed, params=params)
+    return record
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--datasets", nargs="+", default=["orl", "coil20"], choices=sorted(FILES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--configs", nargs="*", help="only configurations whose name starts so")
+    parser.add_argument("--workers", type=int, default=1, help="fits run side by side")
+    parser.add_argument("--out", default="benchmarks/results/bdsc_cpu.jsonl")
+    args = parser.parse_args()
+    if args.child:
+        job = json.loads(args.child)
+        print(json.dumps(fit_once(job["dataset"], job["params"], job["seed"], job["data_dir"])))
+        return
+    jobs = [(d, name, params, seed)
+            for d in args.datasets
+            for (name, params), seed in itertools.product(configurations(d), args.seeds)
+            if not args.configs or any(name.startswith(c) for c in args.configs)]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(args.workers) as pool, out.open("a") as sink:
+        for record in pool.map(lambda job: run_in_subprocess(job, args.data_dir), jobs):
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            print(f"{record['dataset']:7s} {record['config']:14s} seed={record['seed']} "
+                  f"ACC={record['acc']:.3f} NMI={record['nmi']:.3f} "
+                  f"{record['fit_seconds']:.1f}s {record['peak_rss_mb']:.0f}MB", flush=True)
+
+
+if __name__ == "__main__":
+    main()
