@@ -9,6 +9,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -20,6 +21,8 @@ from .spectral import AFFINITIES, coefficients_to_labels
 
 # Rows encoded at once outside training (prediction, bank refresh).
 _INFERENCE_CHUNK = 1024
+# Initialisations tried when pretraining leaves codes that cannot be clustered.
+_MAX_INITIALISATIONS = 3
 
 
 def resolve_device(device):
@@ -78,6 +81,31 @@ def check_image_shape(image_shape, n_features):
             "flattened in C (row-major) order."
         )
     return tuple(int(s) for s in shape)
+
+
+def degenerate_codes(codes):
+    """Say why latent codes cannot support subspace clustering, or return None.
+
+    Small ReLU networks can die during training: most codes become exactly
+    zero, or every sample gets the same code. Self-expression of such codes is
+    meaningless and the clusters would be arbitrary.
+
+    Parameters
+    ----------
+    codes : torch.Tensor of shape (n_samples, n_latent)
+
+    Returns
+    -------
+    reason : str or None
+    """
+    zero_rows = (codes.abs().amax(dim=1) == 0).double().mean().item()
+    if zero_rows > 0.5:
+        return f"{zero_rows:.0%} of the samples have an all-zero latent code (dead ReLU units)"
+    scale = codes.double().pow(2).sum(dim=1).mean().item()
+    spread = (codes.double() - codes.double().mean(dim=0)).pow(2).sum(dim=1).mean().item()
+    if spread <= 1e-8 * scale or scale == 0:
+        return "every sample has (nearly) the same latent code"
+    return None
 
 
 class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta):
@@ -144,6 +172,10 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
     def _make_step(self, network, self_expression, bank, inputs, n_batches):
         """Return ``step(indices) -> dict`` doing one optimisation step."""
 
+    def _representation_problem(self, network, codes):
+        """Say why the pretrained representation cannot be clustered, or None."""
+        return degenerate_codes(codes)
+
     def _divergence_hint(self):
         return (
             f"Lower learning_rate (now {self.learning_rate}) or lambda_self "
@@ -151,6 +183,33 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         )
 
     # -- fitting --------------------------------------------------------------
+
+    def _initialise(self, input_shape, inputs, generator, device):
+        """Build and pretrain the network, starting afresh if its codes collapse.
+
+        Up to ``_MAX_INITIALISATIONS`` networks are tried, each drawn from the
+        seeded generators, so the outcome stays reproducible.
+        """
+        history = []
+        for attempt in range(1, _MAX_INITIALISATIONS + 1):
+            network = self._build_network(input_shape).to(device)
+            history += self._pretrain(network, inputs, generator, device)
+            codes = self._encode_tensor(network, inputs)
+            problem = self._representation_problem(network, codes)
+            if problem is None:
+                break
+            history.append({"phase": "restart", "attempt": attempt, "reason": problem})
+            if self.verbose:
+                print(f"[{type(self).__name__}] initialisation {attempt}: {problem}; "
+                      "starting again from a new initialisation.")
+        else:
+            warnings.warn(
+                f"{type(self).__name__}: after {_MAX_INITIALISATIONS} initialisations "
+                f"{problem}, so the clusters are not meaningful. Use a wider network "
+                "(hidden_channels / hidden_units), a lower learning_rate or another "
+                "random_state.", ConvergenceWarning, stacklevel=3,
+            )
+        return network, history, codes
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -186,9 +245,8 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         with seeded_torch(seed, device):
             inputs = self._as_inputs(X, input_shape, device)
             generator = torch.Generator().manual_seed(seed)
-            network = self._build_network(input_shape).to(device)
-            history = self._pretrain(network, inputs, generator, device)
-            bank = MemoryBank(self._encode_tensor(network, inputs), update=self.bank_update)
+            network, history, codes = self._initialise(input_shape, inputs, generator, device)
+            bank = MemoryBank(codes, update=self.bank_update)
             self_expression = DenseSelfExpression(n_samples).to(device)
             _, n_batches = batch_plan(n_samples, self.batch_size)
             step = self._make_step(network, self_expression, bank, inputs, n_batches)

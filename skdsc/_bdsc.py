@@ -10,6 +10,9 @@ from .nn.autoencoder import ConvAutoencoder, MLPAutoencoder
 from .nn.losses import coefficient_loss, reconstruction_loss, self_expression_loss
 from .nn.trainer import run_epochs
 
+# Codes decoded to check that the pretrained decoder still depends on its input.
+_COLLAPSE_CHECK_ROWS = 1024
+
 
 def _positive_int_sequence(value, name):
     values = tuple(value)
@@ -104,7 +107,8 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         Latent codes of the training samples from the final encoder.
     history_ : list of dict
         One entry per epoch (pretraining and self-expression, see ``phase``)
-        with the mean loss terms and the seconds it took.
+        with the mean loss terms and the seconds it took; an entry with
+        ``phase="restart"`` marks a discarded initialisation (see Notes).
     n_iter_ : int
         Epochs of self-expressive training run.
     network_ : torch.nn.Module
@@ -117,6 +121,16 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
+
+    Notes
+    -----
+    Small ReLU autoencoders sometimes die during pretraining: most latent codes
+    become exactly zero, all samples share one code, or the decoder returns the
+    same image whatever the code. ``fit`` checks the codes
+    after pretraining and, if they are degenerate, starts again from a new
+    initialisation drawn from the same seed (at most three tries, recorded in
+    ``history_``); if all tries fail it raises a
+    :class:`~sklearn.exceptions.ConvergenceWarning`.
 
     See Also
     --------
@@ -180,6 +194,19 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
                 f"{len(kernels)} kernel sizes for {len(channels)} layers."
             )
         return ConvAutoencoder(input_shape, channels, kernels)
+
+    def _representation_problem(self, network, codes):
+        problem = super()._representation_problem(network, codes)
+        if problem is not None:
+            return problem
+        # A decoder whose hidden units all died returns the same image for every
+        # code; the encoder then gets no gradient and the codes carry nothing.
+        with torch.no_grad():
+            sample = network.decode(codes[:_COLLAPSE_CHECK_ROWS]).flatten(1).double()
+        spread = (sample - sample.mean(dim=0)).pow(2).sum(dim=1).mean().item()
+        if spread <= 1e-8 * sample.pow(2).sum(dim=1).mean().item():
+            return "the decoder returns the same output for every sample (dead ReLU units)"
+        return None
 
     def _pretrain(self, network, inputs, generator, device):
         optimizer = torch.optim.Adam(network.parameters(), lr=self.learning_rate)

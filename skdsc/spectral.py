@@ -1,12 +1,15 @@
 """From self-expression coefficients to an affinity matrix and cluster labels."""
 
 import numpy as np
-from scipy.sparse.linalg import svds
+from scipy.linalg import eigh
+from scipy.sparse.linalg import eigsh
 from sklearn.cluster import spectral_clustering
 from sklearn.preprocessing import normalize
 from sklearn.utils import check_random_state
 
 AFFINITIES = ("dsc", "symmetric")
+# Largest n for which the DSC affinity uses a dense eigendecomposition.
+_DENSE_EIGH_MAX = 4000
 
 
 def threshold_coefficients(coef, threshold):
@@ -83,14 +86,31 @@ def dsc_affinity(coef, n_clusters, subspace_dim, power):
     n_samples = coef.shape[0]
     rank = min(subspace_dim * n_clusters + 1, n_samples - 1)
     sym = 0.5 * (coef + coef.T)
-    # A fixed start vector keeps ARPACK, and so the labels, deterministic.
-    u, s, _ = svds(sym, k=rank, v0=np.ones(n_samples))
+    u, s = _leading_singular_pairs(sym, rank)
     u = normalize(u * np.sqrt(s), axis=1)
     affinity = np.maximum(u @ u.T, 0.0) ** power
     peak = affinity.max()
     if peak > 0:
         affinity /= peak
     return 0.5 * (affinity + affinity.T)
+
+
+def _leading_singular_pairs(sym, rank):
+    """Leading singular values and left singular vectors of a symmetric matrix.
+
+    For a symmetric matrix these are the eigenpairs of largest ``|eigenvalue|``
+    (up to the sign of each vector, which the affinity does not see). A dense
+    eigendecomposition is exact, deterministic and, below a few thousand
+    samples or when ``rank`` is a large part of ``n``, faster than ARPACK.
+    """
+    n_samples = sym.shape[0]
+    if n_samples <= _DENSE_EIGH_MAX or 4 * rank >= n_samples:
+        values, vectors = eigh(sym)
+    else:
+        # A fixed start vector keeps ARPACK, and so the labels, deterministic.
+        values, vectors = eigsh(sym, k=rank, which="LM", v0=np.ones(n_samples))
+    order = np.argsort(-np.abs(values))[:rank]
+    return vectors[:, order], np.abs(values[order])
 
 
 def coefficients_to_labels(coef, n_clusters, *, affinity="dsc", threshold=1.0,
@@ -132,12 +152,19 @@ def coefficients_to_labels(coef, n_clusters, *, affinity="dsc", threshold=1.0,
 
 
 def spectral_labels(affinity_matrix, n_clusters, random_state=None):
-    """Spectral clustering of a precomputed affinity (normalised cut, discretised)."""
+    """Spectral clustering of a precomputed affinity (normalised cut).
+
+    Labels come from the spectral embedding by column-pivoted QR
+    (``assign_labels="cluster_qr"``, Damle et al. 2019): it has no random
+    initialisation and, unlike the iterative discretisation, does not merge
+    most samples into one cluster when a few weakly linked groups take
+    eigenvectors of their own.
+    """
     if not np.any(affinity_matrix):
         # An all-zero affinity has no structure to cut: one cluster is the honest answer.
         return np.zeros(affinity_matrix.shape[0], dtype=np.int64)
     seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
     return spectral_clustering(
         affinity_matrix, n_clusters=n_clusters, eigen_solver="arpack",
-        assign_labels="discretize", random_state=seed,
+        assign_labels="cluster_qr", random_state=seed,
     ).astype(np.int64)

@@ -10,11 +10,13 @@ import pytest
 import torch
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler
 
 from skdsc import MiniBatchDeepSubspaceClustering
+from skdsc._base import degenerate_codes
 from skdsc.datasets import make_subspaces
 from skdsc.metrics import accuracy_scorer, clustering_accuracy, embedding_silhouette_scorer
 from skdsc.nn import ConvAutoencoder, MLPAutoencoder
@@ -418,3 +420,70 @@ def test_unfitted_pickle_round_trip(make_estimator):
     est = make_estimator(image_shape=(2, 5))
     loaded = pickle.loads(pickle.dumps(est))
     assert loaded.get_params() == est.get_params()
+
+
+# -- collapsed representations ---------------------------------------------------
+
+
+class _DeadEncoderClustering(MiniBatchDeepSubspaceClustering):
+    """Builds networks whose codes are all alike for the first ``n_dead`` tries."""
+
+    def __init__(self, n_clusters=8, *, n_dead=0, **params):
+        super().__init__(n_clusters, **params)
+        self.n_dead = n_dead
+
+    def _build_network(self, input_shape):
+        network = super()._build_network(input_shape)
+        self.n_built_ = getattr(self, "n_built_", 0) + 1
+        if self.n_built_ <= self.n_dead:
+            with torch.no_grad():  # a huge bias swamps the input: codes are all alike
+                network.encoder[-1].bias.fill_(-1e6)
+        return network
+
+
+@pytest.mark.parametrize("n_dead", [1, 2])
+def test_collapsed_initialisation_is_replaced(subspace_data, n_dead):
+    """Dead codes after pretraining start a new initialisation, logged in history_."""
+    X, _ = subspace_data
+    params = dict(hidden_units=(16, 4), n_epochs=3, n_pretrain_epochs=2, batch_size=32,
+                  device="cpu", random_state=0)
+    model = _DeadEncoderClustering(3, n_dead=n_dead, **params).fit(X)
+    restarts = [h for h in model.history_ if h["phase"] == "restart"]
+    assert [h["attempt"] for h in restarts] == list(range(1, n_dead + 1))
+    assert "latent code" in restarts[0]["reason"]
+    assert model.n_built_ == n_dead + 1
+    assert np.any(model.embedding_ != 0)
+    assert len([h for h in model.history_ if h["phase"] == "pretrain"]) == 2 * (n_dead + 1)
+
+
+def test_persistent_collapse_warns(subspace_data):
+    """When every initialisation collapses, fit warns and says what to change."""
+    X, _ = subspace_data
+    model = _DeadEncoderClustering(3, n_dead=10, hidden_units=(16, 4), n_epochs=2,
+                                   n_pretrain_epochs=1, device="cpu", random_state=0)
+    with pytest.warns(ConvergenceWarning, match="hidden_channels / hidden_units"):
+        model.fit(X)
+    assert model.n_built_ == 3
+    assert model.labels_.shape == (len(X),)
+
+
+def test_constant_decoder_is_detected():
+    """A decoder that ignores its input is reported even when codes look fine."""
+    model = MiniBatchDeepSubspaceClustering(3, hidden_units=(8, 4))
+    network = MLPAutoencoder(6, (8, 4))
+    codes = torch.randn(20, 4)
+    assert model._representation_problem(network, codes) is None
+    with torch.no_grad():
+        network.decoder[-1].weight.zero_()
+    assert "same output" in model._representation_problem(network, codes)
+
+
+def test_degenerate_codes():
+    """All-zero rows and identical rows are degenerate; ordinary codes are not."""
+    codes = torch.randn(50, 4)
+    assert degenerate_codes(codes) is None
+    zeroed = codes.clone()
+    zeroed[:30] = 0
+    assert "60% of the samples" in degenerate_codes(zeroed)
+    assert "same latent code" in degenerate_codes(torch.ones(50, 4))
+    assert degenerate_codes(torch.zeros(50, 4)) is not None

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
+from skdsc import spectral
+from skdsc.datasets import make_subspaces
 from skdsc.metrics import clustering_accuracy
 from skdsc.spectral import (
     coefficients_to_labels,
@@ -179,3 +181,25 @@ def test_coefficients_to_labels_bad_affinity():
 def test_spectral_labels_of_zero_affinity():
     """No edges: everything is one cluster rather than an arbitrary cut."""
     assert_array_equal(spectral_labels(np.zeros((6, 6)), 3, random_state=0), np.zeros(6))
+
+
+@pytest.mark.parametrize("dense_max", [10_000, 0])
+def test_leading_singular_pairs_match_svd(monkeypatch, dense_max):
+    """Dense and ARPACK paths give the leading singular pairs of a symmetric matrix."""
+    monkeypatch.setattr(spectral, "_DENSE_EIGH_MAX", dense_max)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(60, 60))
+    sym = a + a.T  # indefinite: large singular values come from both signs
+    vectors, values = spectral._leading_singular_pairs(sym, 5)
+    u, s, _ = np.linalg.svd(sym)
+    assert_allclose(values, s[:5], rtol=1e-8)
+    # Same subspace: projectors agree whatever the sign of each vector.
+    assert_allclose(vectors @ vectors.T, u[:, :5] @ u[:, :5].T, atol=1e-8)
+
+
+def test_spectral_labels_are_deterministic_without_seed():
+    """cluster_qr has no random start: labels do not depend on random_state."""
+    X, _ = make_subspaces(n_clusters=3, n_samples_per_cluster=20, random_state=0)
+    affinity = np.abs(X @ X.T)
+    assert_array_equal(spectral_labels(affinity, 3, random_state=0),
+                       spectral_labels(affinity, 3, random_state=1))
