@@ -45,7 +45,7 @@ def configurations(dataset):
     yield "defaults", {}
 
 
-def fit_once(dataset, params, seed, data_dir):
+def fit_once(dataset, params, seed, data_dir, device):
     """Fit in this process and return the measurements (run by the subprocess)."""
     import numpy as np
     import torch
@@ -58,10 +58,11 @@ def fit_once(dataset, params, seed, data_dir):
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     X, y = load_mat(Path(data_dir) / FILES[dataset], (32, 32))
     model = MiniBatchDeepSubspaceClustering(
-        len(np.unique(y)), image_shape=(1, 32, 32), random_state=seed, device="cpu", **params)
+        len(np.unique(y)), image_shape=(1, 32, 32), random_state=seed, device=device, **params)
     start = time.perf_counter()
     model.fit(X)
     seconds = time.perf_counter() - start
+    restarts = sum(h["phase"] == "restart" for h in model.history_)
     agreement = float(np.mean(model.predict(X) == model.labels_))
     return {
         "acc": clustering_accuracy(y, model.labels_),
@@ -70,12 +71,17 @@ def fit_once(dataset, params, seed, data_dir):
         "predict_agreement": agreement,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": torch.get_num_threads(),
+        "restarts": restarts,
+        "device": torch.cuda.get_device_name() if model.device_.type == "cuda" else "cpu",
+        "peak_gpu_mb": (torch.cuda.max_memory_allocated() / 2**20
+                        if model.device_.type == "cuda" else None),
     }
 
 
-def run_in_subprocess(job, data_dir):
+def run_in_subprocess(job, data_dir, device):
     dataset, name, params, seed = job
-    payload = json.dumps({"dataset": dataset, "params": params, "seed": seed, "data_dir": str(data_dir)})
+    payload = json.dumps({"dataset": dataset, "params": params, "seed": seed,
+                          "data_dir": str(data_dir), "device": device})
     done = subprocess.run([sys.executable, __file__, "--child", payload],
                           capture_output=True, text=True, check=True)
     record = json.loads(done.stdout.strip().splitlines()[-1])
@@ -91,11 +97,12 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--configs", nargs="*", help="only configurations whose name starts so")
     parser.add_argument("--workers", type=int, default=1, help="fits run side by side")
+    parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda'")
     parser.add_argument("--out", default="benchmarks/results/bdsc_cpu.jsonl")
     args = parser.parse_args()
     if args.child:
         job = json.loads(args.child)
-        print(json.dumps(fit_once(job["dataset"], job["params"], job["seed"], job["data_dir"])))
+        print(json.dumps(fit_once(job["dataset"], job["params"], job["seed"], job["data_dir"], job["device"])))
         return
     jobs = [(d, name, params, seed)
             for d in args.datasets
@@ -104,7 +111,7 @@ def main():
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.workers) as pool, out.open("a") as sink:
-        for record in pool.map(lambda job: run_in_subprocess(job, args.data_dir), jobs):
+        for record in pool.map(lambda job: run_in_subprocess(job, args.data_dir, args.device), jobs):
             sink.write(json.dumps(record) + "\n")
             sink.flush()
             print(f"{record['dataset']:7s} {record['config']:14s} seed={record['seed']} "

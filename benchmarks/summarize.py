@@ -17,8 +17,11 @@ def summarize(path):
     for line in open(path):
         record = json.loads(line)
         groups[(record["dataset"], record["config"])].append(record)
-    rows = ["| data | setting | seeds | ACC | NMI | fit time (s) | peak RSS (MB) | predict = labels_ |",
-            "|---|---|---|---|---|---|---|---|"]
+    on_gpu = any(r.get("peak_gpu_mb") for records in groups.values() for r in records)
+    header = ["data", "setting", "seeds", "ACC", "NMI", "fit time (s)", "peak RSS (MB)"]
+    header += ["peak GPU memory (MB)"] if on_gpu else []
+    header += ["predict = labels_", "restarts"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (dataset, config), records in groups.items():
         def stat(key, fmt):
             values = np.array([r[key] for r in records])
@@ -27,7 +30,9 @@ def summarize(path):
             f"| {dataset} | {config} | {len(records)} | {stat('acc', '.3f')} | "
             f"{stat('nmi', '.3f')} | {stat('fit_seconds', '.1f')} | "
             f"{max(r['peak_rss_mb'] for r in records):.0f} (max) | "
-            f"{stat('predict_agreement', '.3f')} |")
+            + (f"{max(r['peak_gpu_mb'] for r in records):.0f} (max) | " if on_gpu else "")
+            + f"{stat('predict_agreement', '.3f')} | "
+            f"{sum(r.get('restarts', 0) for r in records)} |")
     return "\n".join(rows)
 
 
