@@ -133,7 +133,7 @@ def coefficients_to_labels(coef, n_clusters, *, affinity="dsc", threshold=1.0,
     power : float, default=1.0
         Exponent for ``affinity="dsc"``.
     random_state : int, RandomState instance or None, default=None
-        Seeds the eigensolver and the label discretisation.
+        Seeds the start vector of the eigensolver.
 
     Returns
     -------
