@@ -83,6 +83,17 @@ def check_image_shape(image_shape, n_features):
     return tuple(int(s) for s in shape)
 
 
+def rows_nearly_identical(matrix):
+    """Whether every row of a 2-D tensor is (nearly) the same, zero rows included.
+
+    The spread of the rows around their mean is compared with their size.
+    """
+    matrix = matrix.flatten(1).double()
+    size = matrix.pow(2).sum(dim=1).mean().item()
+    spread = (matrix - matrix.mean(dim=0)).pow(2).sum(dim=1).mean().item()
+    return spread <= 1e-8 * size
+
+
 def degenerate_codes(codes):
     """Say why latent codes cannot support subspace clustering, or return None.
 
@@ -101,9 +112,7 @@ def degenerate_codes(codes):
     zero_rows = (codes.abs().amax(dim=1) == 0).double().mean().item()
     if zero_rows > 0.5:
         return f"{zero_rows:.0%} of the samples have an all-zero latent code (dead ReLU units)"
-    scale = codes.double().pow(2).sum(dim=1).mean().item()
-    spread = (codes.double() - codes.double().mean(dim=0)).pow(2).sum(dim=1).mean().item()
-    if spread <= 1e-8 * scale or scale == 0:
+    if rows_nearly_identical(codes):
         return "every sample has (nearly) the same latent code"
     return None
 

@@ -5,7 +5,7 @@ from numbers import Integral, Real
 import torch
 from sklearn.utils._param_validation import Interval
 
-from ._base import BaseDeepSubspaceClustering
+from ._base import BaseDeepSubspaceClustering, rows_nearly_identical
 from .nn.autoencoder import ConvAutoencoder, MLPAutoencoder
 from .nn.losses import coefficient_loss, reconstruction_loss, self_expression_loss
 from .nn.trainer import run_epochs
@@ -202,10 +202,8 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         # A decoder whose hidden units all died returns the same image for every
         # code; the encoder then gets no gradient and the codes carry nothing.
         with torch.no_grad():
-            sample = network.decode(codes[:_COLLAPSE_CHECK_ROWS]).flatten(1).double()
-        spread = (sample - sample.mean(dim=0)).pow(2).sum(dim=1).mean().item()
-        if spread <= 1e-8 * sample.pow(2).sum(dim=1).mean().item():
-            return "the decoder returns the same output for every sample (dead ReLU units)"
+            if rows_nearly_identical(network.decode(codes[:_COLLAPSE_CHECK_ROWS])):
+                return "the decoder returns the same output for every sample (dead ReLU units)"
         return None
 
     def _pretrain(self, network, inputs, generator, device):
