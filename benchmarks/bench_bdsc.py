@@ -108,14 +108,19 @@ def main():
             for d in args.datasets
             for (name, params), seed in itertools.product(configurations(d), args.seeds)
             if not args.configs or any(name.startswith(c) for c in args.configs)]
-    out = Path(args.out)
+    run_jobs(jobs, args.data_dir, args.device, args.workers, args.out)
+
+
+def run_jobs(jobs, data_dir, device, workers, out):
+    """Run fits side by side, append their records to ``out`` and print a line each."""
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(args.workers) as pool, out.open("a") as sink:
-        for record in pool.map(lambda job: run_in_subprocess(job, args.data_dir, args.device), jobs):
+    with ThreadPoolExecutor(workers) as pool, out.open("a") as sink:
+        for record in pool.map(lambda job: run_in_subprocess(job, data_dir, device), jobs):
             sink.write(json.dumps(record) + "\n")
             sink.flush()
-            print(f"{record['dataset']:7s} {record['config']:14s} seed={record['seed']} "
-                  f"ACC={record['acc']:.3f} NMI={record['nmi']:.3f} "
+            print(f"{record['dataset']:7s} {record['config']:22s} seed={record['seed']} "
+                  f"ACC={record['acc']:.3f} NMI={record['nmi']:.3f} restarts={record['restarts']} "
                   f"{record['fit_seconds']:.1f}s {record['peak_rss_mb']:.0f}MB", flush=True)
 
 

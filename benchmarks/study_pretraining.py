@@ -14,11 +14,9 @@ Usage::
 
 import argparse
 import itertools
-import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_bdsc import N_SAMPLES, PUBLISHED, run_in_subprocess
+from bench_bdsc import N_SAMPLES, PUBLISHED, run_jobs
 
 
 def main():
@@ -38,16 +36,7 @@ def main():
         params = dict(PUBLISHED[args.dataset], n_pretrain_epochs=epochs,
                       batch_size=None if k == 1 else n // k)
         jobs.append((args.dataset, f"pretrain={epochs} k={k}", params, seed))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(args.workers) as pool, out.open("a") as sink:
-        for record in pool.map(lambda job: run_in_subprocess(job, args.data_dir, args.device), jobs):
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
-            print(f"{record['dataset']} {record['config']:22s} seed={record['seed']} "
-                  f"ACC={record['acc']:.3f} restarts={record['restarts']} "
-                  f"{record['fit_seconds']:.0f}s", flush=True)
-
+    run_jobs(jobs, args.data_dir, args.device, args.workers, args.out)
 
 if __name__ == "__main__":
     main()
