@@ -1,6 +1,7 @@
 """Deep subspace clustering for scikit-learn, on PyTorch."""
 
 from ._bdsc import MiniBatchDeepSubspaceClustering
+from ._contrastive import ContrastiveDSC
 
-__all__ = ["MiniBatchDeepSubspaceClustering"]
+__all__ = ["ContrastiveDSC", "MiniBatchDeepSubspaceClustering"]
 __version__ = "0.1.0"

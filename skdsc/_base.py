@@ -178,8 +178,19 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         return []
 
     @abstractmethod
-    def _make_step(self, network, self_expression, bank, inputs, n_batches):
-        """Return ``step(indices) -> dict`` doing one optimisation step."""
+    def _make_step(self, network, self_expression, bank, inputs, n_batches, generator):
+        """Return ``step(indices) -> dict`` doing one optimisation step.
+
+        ``generator`` is the fit's seeded CPU generator, for any randomness
+        the step needs.
+        """
+
+    def _initial_coefficients(self, codes):
+        """Coefficients to start self-expressive training from, or None.
+
+        None keeps DSC-Net's constant initialisation.
+        """
+        return None
 
     def _representation_problem(self, network, codes):
         """Say why the pretrained representation cannot be clustered, or None."""
@@ -257,8 +268,11 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             network, history, codes = self._initialise(input_shape, inputs, generator, device)
             bank = MemoryBank(codes, update=self.bank_update)
             self_expression = DenseSelfExpression(n_samples).to(device)
+            initial = self._initial_coefficients(codes)
+            if initial is not None:
+                self_expression.initialise(initial)
             _, n_batches = batch_plan(n_samples, self.batch_size)
-            step = self._make_step(network, self_expression, bank, inputs, n_batches)
+            step = self._make_step(network, self_expression, bank, inputs, n_batches, generator)
             history += run_epochs(
                 step, n_samples, batch_size=self.batch_size, n_epochs=self.n_epochs,
                 generator=generator, device=device, verbose=self.verbose,

@@ -224,7 +224,7 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
                             "to a smaller range.",
         )
 
-    def _make_step(self, network, self_expression, bank, inputs, n_batches):
+    def _make_step(self, network, self_expression, bank, inputs, n_batches, generator):
         encoder_lr = self.learning_rate / n_batches if self.scale_encoder_lr else self.learning_rate
         optimizer = torch.optim.Adam([
             {"params": network.encoder.parameters(), "lr": encoder_lr},

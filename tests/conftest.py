@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from skdsc import MiniBatchDeepSubspaceClustering
+from skdsc import ContrastiveDSC, MiniBatchDeepSubspaceClustering
 from skdsc.datasets import make_subspaces
 
 # The models in the suite are tiny: one thread is fastest, and avoids
@@ -28,9 +28,27 @@ ACCURATE_PARAMS = dict(
 )
 
 
+# ContrastiveDSC on timm's smallest ResNet (0.4 M parameters, built offline).
+SMALL_CONTRASTIVE_PARAMS = dict(
+    n_clusters=3, encoder="test_resnet", pretrained=False, projection_dim=8,
+    temperature=0.5, batch_size=16, n_epochs=3, n_pretrain_epochs=3, learning_rate=1e-3,
+    lambda_coef=1.0, lambda_self=1.0, bank_update="index", scale_encoder_lr=True,
+    affinity="dsc", threshold=0.1, subspace_dim=4, affinity_power=2.0,
+    device="cpu", random_state=0,
+)
+
+
 def small_estimator(**overrides):
     """A fast estimator for behavioural tests (not expected to be accurate)."""
     return MiniBatchDeepSubspaceClustering(**{**SMALL_PARAMS, **overrides})
+
+
+def small_contrastive(**overrides):
+    """A fast ContrastiveDSC for behavioural tests (not expected to be accurate)."""
+    return ContrastiveDSC(**{**SMALL_CONTRASTIVE_PARAMS, **overrides})
+
+
+SMALL_FACTORIES = {"bdsc": small_estimator, "contrastive": small_contrastive}
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +77,27 @@ def fitted_accurate(easy_data):
     """A model that clusters ``easy_data`` well; tests must not modify it."""
     X, _ = easy_data
     return MiniBatchDeepSubspaceClustering(**ACCURATE_PARAMS).fit(X)
+
+
+@pytest.fixture(scope="session")
+def fitted_small_contrastive(subspace_data):
+    """A small fitted ContrastiveDSC; tests must not modify it."""
+    X, _ = subspace_data
+    return small_contrastive().fit(X)
+
+
+@pytest.fixture(params=sorted(SMALL_FACTORIES))
+def any_estimator(request, subspace_data):
+    """``(factory, fitted)`` for each estimator: for tests that hold for both."""
+    fitted = request.getfixturevalue(
+        "fitted_small" if request.param == "bdsc" else "fitted_small_contrastive")
+    return SMALL_FACTORIES[request.param], fitted
+
+
+@pytest.fixture
+def make_contrastive():
+    """Factory: ``make_contrastive(**overrides)`` gives a small ContrastiveDSC."""
+    return small_contrastive
 
 
 @pytest.fixture

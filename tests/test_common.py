@@ -7,7 +7,7 @@ parts of it that do apply are tested in test_bdsc.py. sklearn itself skips
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skdsc import MiniBatchDeepSubspaceClustering
+from skdsc import ContrastiveDSC, MiniBatchDeepSubspaceClustering
 
 
 def _small_estimator():
@@ -18,7 +18,17 @@ def _small_estimator():
     )
 
 
+def _small_contrastive():
+    return ContrastiveDSC(
+        n_clusters=3, encoder="test_resnet", projection_dim=8, batch_size=16, n_epochs=3,
+        n_pretrain_epochs=3, learning_rate=1e-3, subspace_dim=4, affinity_power=2.0,
+        device="cpu", random_state=0,
+    )
+
+
 def _expected_failed_checks(estimator):
+    if isinstance(estimator, ContrastiveDSC):
+        return {}
     return {
         "check_clustering": (
             "asks for ARI > 0.4 on three 2-D Gaussian blobs (make_blobs, standardised). "
@@ -30,6 +40,7 @@ def _expected_failed_checks(estimator):
     }
 
 
-@parametrize_with_checks([_small_estimator()], expected_failed_checks=_expected_failed_checks)
+@parametrize_with_checks([_small_estimator(), _small_contrastive()],
+                         expected_failed_checks=_expected_failed_checks)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

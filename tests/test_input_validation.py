@@ -14,8 +14,9 @@ from sklearn.exceptions import NotFittedError
     (np.inf, "Input X contains infinity"),
     (-np.inf, "Input X contains infinity"),
 ])
-def test_non_finite_X(make_estimator, fitted_small, subspace_data, bad, match):
+def test_non_finite_X(any_estimator, subspace_data, bad, match):
     """NaN and +-inf are refused in fit and in predict."""
+    make_estimator, fitted_small = any_estimator
     X, _ = subspace_data
     X = X.copy()
     X[3, 2] = bad
@@ -25,7 +26,8 @@ def test_non_finite_X(make_estimator, fitted_small, subspace_data, bad, match):
         fitted_small.predict(X)
 
 
-def test_1d_X(make_estimator, fitted_small, subspace_data):
+def test_1d_X(any_estimator, subspace_data):
+    make_estimator, fitted_small = any_estimator
     X, _ = subspace_data
     with pytest.raises(ValueError, match="Expected 2D array, got 1D array"):
         make_estimator().fit(X[:, 0])
@@ -33,20 +35,23 @@ def test_1d_X(make_estimator, fitted_small, subspace_data):
         fitted_small.predict(X[0])
 
 
-def test_3d_X(make_estimator, subspace_data):
+def test_3d_X(any_estimator, subspace_data):
     """Images must be given flattened, with image_shape; 3-D arrays are refused."""
+    make_estimator, _ = any_estimator
     X, _ = subspace_data
     with pytest.raises(ValueError, match="Found array with dim 3"):
         make_estimator().fit(X.reshape(len(X), 2, 5))
 
 
-def test_one_sample(make_estimator, subspace_data):
+def test_one_sample(any_estimator, subspace_data):
+    make_estimator, _ = any_estimator
     X, _ = subspace_data
     with pytest.raises(ValueError, match="1 sample.*minimum of 2 is required"):
         make_estimator().fit(X[:1])
 
 
-def test_empty_X(make_estimator, fitted_small, subspace_data):
+def test_empty_X(any_estimator, subspace_data):
+    make_estimator, fitted_small = any_estimator
     X, _ = subspace_data
     with pytest.raises(ValueError, match="0 sample"):
         make_estimator().fit(X[:0])
@@ -54,13 +59,15 @@ def test_empty_X(make_estimator, fitted_small, subspace_data):
         fitted_small.predict(X[:0])
 
 
-def test_fewer_samples_than_clusters(make_estimator, subspace_data):
+def test_fewer_samples_than_clusters(any_estimator, subspace_data):
+    make_estimator, _ = any_estimator
     X, _ = subspace_data
     with pytest.raises(ValueError, match=r"n_samples=4 should be >= n_clusters=5"):
         make_estimator(n_clusters=5).fit(X[:4])
 
 
-def test_wrong_number_of_features_in_predict(fitted_small, subspace_data):
+def test_wrong_number_of_features_in_predict(any_estimator, subspace_data):
+    _, fitted_small = any_estimator
     X, _ = subspace_data
     with pytest.raises(ValueError, match="X has 3 features.*expecting 10 features"):
         fitted_small.predict(X[:, :3])
@@ -68,8 +75,9 @@ def test_wrong_number_of_features_in_predict(fitted_small, subspace_data):
         fitted_small.encode(X[:, :3])
 
 
-def test_non_numeric_X(make_estimator, fitted_small):
+def test_non_numeric_X(any_estimator):
     """Strings that are not numbers: the error names X (NumPy's alone does not)."""
+    make_estimator, fitted_small = any_estimator
     words = np.array([["a", "b"], ["c", "d"], ["e", "f"]], dtype=object)
     with pytest.raises(ValueError, match="X must hold numbers.*could not convert"):
         make_estimator().fit(words)
@@ -78,15 +86,17 @@ def test_non_numeric_X(make_estimator, fitted_small):
         fitted_small.predict(words)
 
 
-def test_complex_X(make_estimator, subspace_data):
+def test_complex_X(any_estimator, subspace_data):
+    make_estimator, _ = any_estimator
     X, _ = subspace_data
     with pytest.raises(ValueError, match="Complex data not supported"):
         make_estimator().fit(X + 1j)
 
 
 @pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
-def test_sparse_X(make_estimator, fitted_small, subspace_data, fmt):
+def test_sparse_X(any_estimator, subspace_data, fmt):
     """Dense data only: the message names X and says how to densify."""
+    make_estimator, fitted_small = any_estimator
     X, _ = subspace_data
     with pytest.raises(TypeError, match=r"Sparse data was passed for X.*toarray"):
         make_estimator().fit(sp.random(20, 10, density=0.5, format=fmt, random_state=0))
@@ -97,8 +107,9 @@ def test_sparse_X(make_estimator, fitted_small, subspace_data, fmt):
 # -- image_shape --------------------------------------------------------------
 
 @pytest.mark.parametrize("image_shape", [(3, 3), (1, 2, 4), [2, 6]])
-def test_image_shape_not_matching_n_features(make_estimator, subspace_data, image_shape):
+def test_image_shape_not_matching_n_features(any_estimator, subspace_data, image_shape):
     """The image must hold exactly n_features values."""
+    make_estimator, _ = any_estimator
     X, _ = subspace_data  # 10 features
     with pytest.raises(ValueError, match="image_shape.*but X has 10 features"):
         make_estimator(image_shape=image_shape).fit(X)
@@ -107,8 +118,9 @@ def test_image_shape_not_matching_n_features(make_estimator, subspace_data, imag
 @pytest.mark.parametrize("image_shape", [
     (0, 10), (-2, -5), (2.0, 5), (1, 1, 2, 5), (10,), (),
 ])
-def test_bad_image_shape_values(make_estimator, subspace_data, image_shape):
+def test_bad_image_shape_values(any_estimator, subspace_data, image_shape):
     """Two or three positive integers are needed."""
+    make_estimator, _ = any_estimator
     X, _ = subspace_data
     with pytest.raises(ValueError, match=r"image_shape must be \(height, width\) or "
                                          r"\(channels, height, width\) of positive integers"):
@@ -116,7 +128,8 @@ def test_bad_image_shape_values(make_estimator, subspace_data, image_shape):
 
 
 @pytest.mark.parametrize("image_shape", ["2x5", 10])
-def test_bad_image_shape_type(make_estimator, subspace_data, image_shape):
+def test_bad_image_shape_type(any_estimator, subspace_data, image_shape):
+    make_estimator, _ = any_estimator
     X, _ = subspace_data
     with pytest.raises(ValueError, match="'image_shape' parameter"):
         make_estimator(image_shape=image_shape).fit(X)
@@ -179,14 +192,16 @@ def test_invalid_parameter_values(make_estimator, subspace_data, name, value):
 
 
 @pytest.mark.parametrize("device", ["tpu", "gpu", "cuda:x"])
-def test_unknown_device(make_estimator, subspace_data, device):
+def test_unknown_device(any_estimator, subspace_data, device):
+    make_estimator, _ = any_estimator
     X, _ = subspace_data
     with pytest.raises(ValueError, match="device must be 'auto', 'cpu'"):
         make_estimator(device=device).fit(X)
 
 
-def test_device_that_is_not_cpu_or_cuda(make_estimator, subspace_data):
+def test_device_that_is_not_cpu_or_cuda(any_estimator, subspace_data):
     """torch knows 'meta', but the estimator trains on CPU or CUDA only."""
+    make_estimator, _ = any_estimator
     X, _ = subspace_data
     with pytest.raises(ValueError, match="device must be 'auto', 'cpu' or 'cuda', got 'meta'"):
         make_estimator(device="meta").fit(X)
@@ -194,7 +209,8 @@ def test_device_that_is_not_cpu_or_cuda(make_estimator, subspace_data):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 @pytest.mark.parametrize("device", ["cuda", "cuda:0"])
-def test_cuda_requested_without_cuda(make_estimator, subspace_data, device):
+def test_cuda_requested_without_cuda(any_estimator, subspace_data, device):
+    make_estimator, _ = any_estimator
     X, _ = subspace_data
     with pytest.raises(ValueError, match=f"device='{device}' was requested but CUDA is "
                                          "not available"):
@@ -204,7 +220,8 @@ def test_cuda_requested_without_cuda(make_estimator, subspace_data, device):
 # -- state --------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["predict", "encode"])
-def test_not_fitted(make_estimator, subspace_data, method):
+def test_not_fitted(any_estimator, subspace_data, method):
+    make_estimator, _ = any_estimator
     X, _ = subspace_data
     with pytest.raises(NotFittedError, match="not fitted yet"):
         getattr(make_estimator(), method)(X)
@@ -214,8 +231,9 @@ def test_not_fitted(make_estimator, subspace_data, method):
     ({"image_shape": (3, 3)}, ValueError),
     ({"learning_rate": 1e10}, FloatingPointError),
 ])
-def test_failed_fit_leaves_estimator_unfitted(make_estimator, subspace_data, params, error):
+def test_failed_fit_leaves_estimator_unfitted(any_estimator, subspace_data, params, error):
     """A fit that fails part-way is not mistaken for a fitted model."""
+    make_estimator, _ = any_estimator
     X, _ = subspace_data
     est = make_estimator(**params)
     with pytest.raises(error):
@@ -234,7 +252,8 @@ def test_diverging_pretraining_names_learning_rate(make_estimator, subspace_data
         make_estimator(learning_rate=1e10).fit(X)
 
 
-def test_diverging_self_expression_names_learning_rate(make_estimator, subspace_data):
+def test_diverging_self_expression_names_learning_rate(any_estimator, subspace_data):
+    make_estimator, _ = any_estimator
     X, _ = subspace_data
     with pytest.raises(FloatingPointError,
                        match=r"self-expression loss became (nan|inf).*learning_rate.*lambda_self"):

@@ -25,6 +25,12 @@ class DenseSelfExpression(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.full((n_samples, n_samples), float(init)))
 
+    @torch.no_grad()
+    def initialise(self, coefficients):
+        """Start from the given ``(n_samples, n_samples)`` coefficients."""
+        self.weight.copy_(coefficients)
+        return self
+
     def rows(self, indices):
         """Coefficient rows of samples ``indices``, diagonal entries zeroed.
 
@@ -73,3 +79,36 @@ class DenseSelfExpression(nn.Module):
         weight = self.weight.detach().clone()
         weight.fill_diagonal_(0.0)
         return weight
+
+
+@torch.no_grad()
+def ridge_coefficients(codes, penalty):
+    """Exact minimiser of the self-expression and coefficient terms for fixed codes.
+
+    For every row ``i`` solves ``min ||z_i - c Z||^2 + penalty ||c||^2`` with
+    ``c_i = 0``. With ``M = (Z^T Z + penalty I)^-1`` the solution is
+    ``C_ij = z_i M z_j^T / (1 - z_i M z_i^T)`` for ``j != i`` (the Woodbury form
+    of ``C = I - diag(A)^-1 A`` with ``A = (Z Z^T + penalty I)^-1``), which costs
+    ``O(n^2 d)`` and no ``n x n`` inverse.
+
+    Parameters
+    ----------
+    codes : torch.Tensor of shape (n_samples, n_features)
+    penalty : float
+        Ridge weight, ``lambda_coef / lambda_self``; a tiny floor keeps the
+        problem well posed when it is zero.
+
+    Returns
+    -------
+    coefficients : torch.Tensor of shape (n_samples, n_samples)
+        Zero diagonal, in the dtype of ``codes``.
+    """
+    z = codes.double()
+    floor = 1e-8 * float(z.pow(2).sum(1).mean()) + 1e-12
+    gram = z.T @ z + max(float(penalty), floor) * torch.eye(z.shape[1], dtype=z.dtype,
+                                                             device=z.device)
+    weighted = torch.linalg.solve(gram, z.T).T
+    leverage = (weighted * z).sum(1)
+    coefficients = (weighted @ z.T) / (1.0 - leverage).clamp(min=1e-12)[:, None]
+    coefficients.fill_diagonal_(0.0)
+    return coefficients.to(codes.dtype)

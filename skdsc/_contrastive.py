@@ -1,0 +1,330 @@
+"""Contrastive, decoder-free deep subspace clustering on timm encoders (CLBDSC)."""
+
+import os
+from numbers import Integral, Real
+
+import torch
+from sklearn.utils._param_validation import Interval
+
+from ._base import BaseDeepSubspaceClustering
+from .nn.augment import Augmentation
+from .nn.encoders import ProjectionEncoder, channel_statistics, create_backbone
+from .nn.losses import (coefficient_loss, info_nce_loss, paired_info_nce_loss,
+                        self_expression_loss)
+from .nn.self_expression import ridge_coefficients
+from .nn.trainer import run_epochs
+
+
+def _device_generator(generator, device):
+    """A generator on ``device`` seeded from the CPU ``generator``."""
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _own_slots(bank, indices):
+    """Mask ``(batch, n_slots)`` of the bank slots holding each batch sample."""
+    return bank.owners[None, :] == indices[:, None]
+
+
+class ContrastiveDSC(BaseDeepSubspaceClustering):
+    """Decoder-free deep subspace clustering with a contrastive timm encoder.
+
+    A timm image model (any of ``timm.list_models()``, optionally with
+    pretrained weights) and a projection head map each image to a unit-norm
+    code ``z_i``. A self-expressive layer learns coefficients ``C`` (zero
+    diagonal) so that each code is rebuilt from the others, ``z_hat_i =
+    sum_j C_ij z_j``, read from a memory bank of the latest code of every
+    sample. There is no decoder: what keeps the codes informative is an
+    InfoNCE loss in which the self-expressed code ``z_hat_i`` is the anchor,
+    the code of a randomly augmented view of the same image is the positive
+    and the codes in the bank are the negatives (Jiang et al., 2025, CLBDSC).
+
+    ``fit`` first trains the encoder alone by instance discrimination
+    (``n_pretrain_epochs``; two augmented views of each image must find each
+    other among the views of the batch), fills the bank with one encoding
+    pass, starts ``C`` at the exact minimiser of its two terms for those codes
+    (a ridge regression with zero diagonal) and then minimises, per batch,
+
+    ``InfoNCE(z_hat_B, z_B^+, bank) + lambda_coef ||C[B, :]||^2 + lambda_self ||Z_B - C[B, :] Z||^2``
+
+    (each term a mean over the batch's samples), writing the batch's codes into
+    the bank before each step. Spectral clustering of the affinity built from
+    ``C`` gives the clusters.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+        Number of clusters.
+    image_shape : tuple of int or None, default=None
+        ``(height, width)`` or ``(channels, height, width)`` of the images that
+        the rows of ``X`` hold (flattened in C order). ``None`` treats each
+        row as a one-channel image one pixel high (for signals; give
+        ``image_shape`` for images).
+    encoder : str, default="resnet18"
+        Name of the timm model used as backbone, optionally with a pretrained
+        tag (``"resnet18.a1_in1k"``). It is built with ``num_classes=0`` and the
+        data's number of channels.
+    pretrained : bool or path-like, default=False
+        ``False`` trains the encoder from a random initialisation. ``True``
+        loads timm's published weights, from the local cache when they are
+        there and otherwise downloaded; without network access the error comes
+        at once. A path loads a local weights file (``.safetensors``, ``.pth``,
+        ``.pt`` or ``.bin``) through timm's loader, which drops classifier
+        weights and adapts the first convolution to the number of channels.
+    freeze_encoder : bool, default=False
+        Keep the backbone's weights (and batch-norm statistics) fixed and train
+        only the projection head and the coefficients. Useful with pretrained
+        weights.
+    input_size : int, tuple of int or None, default=None
+        Size ``(height, width)`` (or one int for square) the images are resized
+        to, on the training device, before the backbone; e.g. 224 for weights
+        pretrained at that size. ``None`` keeps the images' size.
+    projection_dim : int, default=128
+        Dimension of the codes.
+    temperature : float, default=0.2
+        Temperature of the InfoNCE loss.
+    crop_scale : tuple of float, default=(0.5, 1.0)
+        Range of the area fraction of the random resized crops.
+    rotation : float, default=15.0
+        Largest random rotation of a view, in degrees.
+    flip : bool, default=True
+        Mirror half of the views left to right.
+    color_jitter : float, default=0.4
+        Strength of the random brightness, contrast and (RGB) saturation
+        changes of a view; 0 turns them off.
+    batch_size : int or None, default=128
+        Samples per step. ``None``, or a value of at least ``n_samples``, means
+        one full batch per epoch.
+    n_epochs : int, default=50
+        Epochs of self-expressive training.
+    n_pretrain_epochs : int, default=100
+        Epochs of contrastive pretraining of the encoder.
+    learning_rate : float, default=1e-3
+        Adam learning rate of pretraining and of the coefficients, and of the
+        encoder before the ``scale_encoder_lr`` rule.
+    lambda_coef : float, default=1.0
+        Weight of the coefficient penalty ``||C||^2``.
+    lambda_self : float, default=10.0
+        Weight of the self-expression penalty ``||Z - CZ||^2``.
+    bank_update : {"index", "fifo"}, default="index"
+        How batch codes are written to the memory bank.
+    scale_encoder_lr : bool, default=True
+        In self-expressive training, divide the encoder's (backbone and head)
+        learning rate by ``k``, the number of batches per epoch, so that the
+        codes in the bank stay consistent.
+    affinity : {"dsc", "symmetric"}, default="dsc"
+        Post-processing of the coefficients: DSC-Net's thresholded,
+        SVD-based affinity, or the plain ``|C| + |C|^T``.
+    threshold : float in (0, 1], default=0.1
+        Fraction of each column's l1 mass kept before building the affinity.
+    subspace_dim : int, default=6
+        Assumed subspace dimension (``affinity="dsc"``).
+    affinity_power : float, default=4.0
+        Exponent of the DSC-Net affinity (``affinity="dsc"``).
+    device : {"auto", "cpu", "cuda"} or str, default="auto"
+        Training device; ``"auto"`` uses CUDA when present. Augmentations run
+        there too.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, augmentations, batch order and spectral
+        clustering. The same seed gives the same labels on the CPU; on CUDA
+        some kernels are not deterministic.
+    verbose : int, default=0
+        0 is silent, 1 shows progress bars, 2 also prints every epoch.
+
+    Attributes
+    ----------
+    labels_ : ndarray of shape (n_samples,)
+        Cluster of each training sample.
+    affinity_matrix_ : ndarray of shape (n_samples, n_samples)
+        Symmetric, non-negative affinity that was clustered.
+    coef_ : ndarray of shape (n_samples, n_samples)
+        Self-expression coefficients (zero diagonal).
+    embedding_ : ndarray of shape (n_samples, projection_dim)
+        Codes of the training samples from the final encoder.
+    history_ : list of dict
+        One entry per epoch (``phase`` "pretrain" or "self-expression") with
+        the mean loss terms and the seconds it took; ``phase="restart"`` marks
+        a discarded initialisation whose codes had collapsed.
+    n_iter_ : int
+        Epochs of self-expressive training run.
+    network_ : torch.nn.Module
+        The fitted encoder (:class:`skdsc.nn.ProjectionEncoder`).
+    device_ : torch.device
+        Device the network lives on.
+    input_scale_ : float
+        Largest absolute value of the training data; inputs are divided by it
+        (so images in [0, 255] or [0, 1] both reach the encoder in [0, 1])
+        before the encoder's normalisation.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during fit, when ``X`` has string column names.
+
+    See Also
+    --------
+    MiniBatchDeepSubspaceClustering : The autoencoder-based estimator.
+
+    References
+    ----------
+    Jiang, Yu, Lin and Liu, "A mini-batch training strategy for deep subspace
+    clustering networks", 2025.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdsc import ContrastiveDSC
+    >>> X = np.random.default_rng(0).random((40, 64))
+    >>> model = ContrastiveDSC(n_clusters=2, image_shape=(8, 8), encoder="test_resnet",
+    ...                        n_epochs=2, n_pretrain_epochs=2, batch_size=20,
+    ...                        random_state=0).fit(X)
+    >>> model.labels_.shape
+    (40,)
+    """
+
+    _parameter_constraints: dict = {
+        **BaseDeepSubspaceClustering._parameter_constraints,
+        "encoder": [str],
+        "pretrained": ["boolean", str, os.PathLike],
+        "freeze_encoder": ["boolean"],
+        "input_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
+        "projection_dim": [Interval(Integral, 1, None, closed="left")],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "crop_scale": [tuple, list],
+        "rotation": [Interval(Real, 0, 180, closed="both")],
+        "flip": ["boolean"],
+        "color_jitter": [Interval(Real, 0, 1, closed="both")],
+        "n_pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
+    }
+
+    def __init__(self, n_clusters=8, *, image_shape=None, encoder="resnet18", pretrained=False,
+                 freeze_encoder=False, input_size=None, projection_dim=128, temperature=0.2,
+                 crop_scale=(0.5, 1.0), rotation=15.0, flip=True, color_jitter=0.4,
+                 batch_size=128, n_epochs=50, n_pretrain_epochs=100, learning_rate=1e-3,
+                 lambda_coef=1.0, lambda_self=10.0, bank_update="index",
+                 scale_encoder_lr=True, affinity="dsc", threshold=0.1, subspace_dim=6,
+                 affinity_power=4.0, device="auto", random_state=None, verbose=0):
+        super().__init__(
+            n_clusters, image_shape=image_shape, batch_size=batch_size,
+            n_epochs=n_epochs, learning_rate=learning_rate, lambda_coef=lambda_coef,
+            lambda_self=lambda_self, bank_update=bank_update,
+            scale_encoder_lr=scale_encoder_lr, affinity=affinity, threshold=threshold,
+            subspace_dim=subspace_dim, affinity_power=affinity_power, device=device,
+            random_state=random_state, verbose=verbose,
+        )
+        self.encoder = encoder
+        self.pretrained = pretrained
+        self.freeze_encoder = freeze_encoder
+        self.input_size = input_size
+        self.projection_dim = projection_dim
+        self.temperature = temperature
+        self.crop_scale = crop_scale
+        self.rotation = rotation
+        self.flip = flip
+        self.color_jitter = color_jitter
+        self.n_pretrain_epochs = n_pretrain_epochs
+
+    # -- network --------------------------------------------------------------
+
+    def _input_shape(self, n_features):
+        if self.image_shape is None:
+            return (1, 1, n_features)
+        return super()._input_shape(n_features)
+
+    def _resize_to(self, image_size):
+        """``(height, width)`` the backbone sees, or None to keep ``image_size``."""
+        if self.input_size is None:
+            return None
+        size = self.input_size
+        if isinstance(size, Integral):
+            size = (size, size)
+        size = tuple(size)
+        if len(size) != 2 or not all(isinstance(s, Integral) and s > 0 for s in size):
+            raise ValueError(
+                "input_size must be a positive int or (height, width) of positive integers, "
+                f"got {self.input_size!r}."
+            )
+        return None if size == tuple(image_size) else tuple(int(s) for s in size)
+
+    def _augmentation(self):
+        scale = tuple(self.crop_scale)
+        if (len(scale) != 2 or not all(isinstance(s, Real) for s in scale)
+                or not 0 < scale[0] <= scale[1] <= 1):
+            raise ValueError(
+                f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {self.crop_scale!r}."
+            )
+        return Augmentation(crop_scale=tuple(float(s) for s in scale),
+                            rotation=float(self.rotation), flip=bool(self.flip),
+                            jitter=float(self.color_jitter))
+
+    def _build_network(self, input_shape):
+        channels, image_size = input_shape[0], input_shape[1:]
+        resize = self._resize_to(image_size)
+        backbone = create_backbone(self.encoder, in_chans=channels,
+                                   image_size=resize or image_size, pretrained=self.pretrained)
+        config = backbone.pretrained_cfg if hasattr(backbone, "pretrained_cfg") else {}
+        mean, std = channel_statistics(
+            {"mean": config.get("mean", (0.5,)), "std": config.get("std", (0.5,))}, channels)
+        network = ProjectionEncoder(backbone, self.projection_dim, mean, std, input_size=resize)
+        if self.freeze_encoder:
+            network.freeze_backbone()
+        return network
+
+    # -- training -------------------------------------------------------------
+
+    def _pretrain(self, network, inputs, generator, device):
+        augment = self._augmentation()
+        views = _device_generator(generator, device)
+        params = [p for p in network.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=self.learning_rate)
+
+        def step(indices):
+            x = inputs[indices]
+            loss = paired_info_nce_loss(network.encode(augment(x, views)),
+                                        network.encode(augment(x, views)), self.temperature)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            return {"loss": loss.detach()}
+
+        return run_epochs(
+            step, len(inputs), batch_size=self.batch_size, n_epochs=self.n_pretrain_epochs,
+            generator=generator, device=device, verbose=self.verbose, phase="pretrain",
+            divergence_hint=f"Lower learning_rate (now {self.learning_rate}) or raise "
+                            f"temperature (now {self.temperature}).",
+        )
+
+    def _initial_coefficients(self, codes):
+        # Without a decoder nothing ties C to the data before training; start
+        # it at the exact minimiser of its own terms for the pretrained codes.
+        return ridge_coefficients(codes, self.lambda_coef / self.lambda_self)
+
+    def _make_step(self, network, self_expression, bank, inputs, n_batches, generator):
+        augment = self._augmentation()
+        views = _device_generator(generator, inputs.device)
+        encoder_lr = self.learning_rate / n_batches if self.scale_encoder_lr else self.learning_rate
+        params = [p for p in network.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=encoder_lr)
+        coef_optimizer = torch.optim.SparseAdam(self_expression.parameters(), lr=self.learning_rate)
+
+        def step(indices):
+            x = inputs[indices]
+            codes = network.encode(x)
+            positives = network.encode(augment(x, views))
+            slots = bank.write(indices, codes)
+            expressed, rows = self_expression(indices, codes, bank, slots)
+            contrast = info_nce_loss(expressed, positives, bank.codes, self.temperature,
+                                     exclude=_own_slots(bank, indices))
+            self_expr = self_expression_loss(codes, expressed)
+            coefficient = coefficient_loss(rows)
+            loss = contrast + self.lambda_coef * coefficient + self.lambda_self * self_expr
+            optimizer.zero_grad()
+            coef_optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            coef_optimizer.step()
+            return {
+                "loss": loss.detach(), "contrastive": contrast.detach(),
+                "self_expression": self_expr.detach(), "coefficient": coefficient.detach(),
+            }
+
+        return step
