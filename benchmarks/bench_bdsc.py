@@ -49,16 +49,25 @@ def fit_once(dataset, params, seed, data_dir, device):
     """Fit in this process and return the measurements (run by the subprocess)."""
     import numpy as np
     import torch
-    from sklearn.metrics import normalized_mutual_info_score
 
     from skdsc import MiniBatchDeepSubspaceClustering
     from skdsc.datasets import load_mat
-    from skdsc.metrics import clustering_accuracy
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     X, y = load_mat(Path(data_dir) / FILES[dataset], (32, 32))
     model = MiniBatchDeepSubspaceClustering(
         len(np.unique(y)), image_shape=(1, 32, 32), random_state=seed, device=device, **params)
+    return measure(model, X, y)
+
+
+def measure(model, X, y):
+    """Fit ``model`` on ``X`` and return its scores (``y`` scores only), time and memory."""
+    import numpy as np
+    import torch
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from skdsc.metrics import clustering_accuracy
+
     start = time.perf_counter()
     model.fit(X)
     seconds = time.perf_counter() - start
@@ -78,11 +87,12 @@ def fit_once(dataset, params, seed, data_dir, device):
     }
 
 
-def run_in_subprocess(job, data_dir, device):
+def run_in_subprocess(job, data_dir, device, script=__file__):
+    """Run ``script --child`` on one job in a fresh process and return its record."""
     dataset, name, params, seed = job
     payload = json.dumps({"dataset": dataset, "params": params, "seed": seed,
                           "data_dir": str(data_dir), "device": device})
-    done = subprocess.run([sys.executable, __file__, "--child", payload],
+    done = subprocess.run([sys.executable, script, "--child", payload],
                           capture_output=True, text=True, check=True)
     record = json.loads(done.stdout.strip().splitlines()[-1])
     record.update(dataset=dataset, config=name, seed=seed, params=params)
@@ -111,15 +121,18 @@ def main():
     run_jobs(jobs, args.data_dir, args.device, args.workers, args.out)
 
 
-def run_jobs(jobs, data_dir, device, workers, out):
-    """Run fits side by side, append their records to ``out`` and print a line each."""
+def run_jobs(jobs, data_dir, device, workers, out, script=__file__):
+    """Run fits side by side, append their records to ``out`` and print a line each.
+
+    ``script`` is the benchmark whose ``--child`` mode fits one job.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(workers) as pool, out.open("a") as sink:
-        for record in pool.map(lambda job: run_in_subprocess(job, data_dir, device), jobs):
+        for record in pool.map(lambda job: run_in_subprocess(job, data_dir, device, script), jobs):
             sink.write(json.dumps(record) + "\n")
             sink.flush()
-            print(f"{record['dataset']:7s} {record['config']:22s} seed={record['seed']} "
+            print(f"{record['dataset']:11s} {record['config']:22s} seed={record['seed']} "
                   f"ACC={record['acc']:.3f} NMI={record['nmi']:.3f} restarts={record['restarts']} "
                   f"{record['fit_seconds']:.1f}s {record['peak_rss_mb']:.0f}MB", flush=True)
 

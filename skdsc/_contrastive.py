@@ -95,9 +95,9 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
     batch_size : int or None, default=128
         Samples per step. ``None``, or a value of at least ``n_samples``, means
         one full batch per epoch.
-    n_epochs : int, default=50
+    n_epochs : int, default=10
         Epochs of self-expressive training.
-    n_pretrain_epochs : int, default=100
+    n_pretrain_epochs : int, default=50
         Epochs of contrastive pretraining of the encoder.
     learning_rate : float, default=1e-3
         Adam learning rate of pretraining and of the coefficients, and of the
@@ -199,7 +199,7 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
     def __init__(self, n_clusters=8, *, image_shape=None, encoder="resnet18", pretrained=False,
                  freeze_encoder=False, input_size=None, projection_dim=128, temperature=0.2,
                  crop_scale=(0.5, 1.0), rotation=15.0, flip=True, color_jitter=0.4,
-                 batch_size=128, n_epochs=50, n_pretrain_epochs=100, learning_rate=1e-3,
+                 batch_size=128, n_epochs=10, n_pretrain_epochs=50, learning_rate=1e-3,
                  lambda_coef=1.0, lambda_self=10.0, bank_update="index",
                  scale_encoder_lr=True, affinity="dsc", threshold=0.1, subspace_dim=6,
                  affinity_power=4.0, device="auto", random_state=None, verbose=0):

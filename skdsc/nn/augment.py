@@ -67,9 +67,12 @@ class Augmentation:
         n, device = len(images), images.device
         area = self._uniform(*self.crop_scale, n, generator, device)
         log_ratio = self._uniform(*map(math.log, _CROP_RATIOS), n, generator, device)
-        # Side lengths of the crop as fractions of the image's width and height.
+        # Side lengths of the crop as fractions of the image's width and height;
+        # a side that would not fit is cut to the image and the other one
+        # grows to keep the area, so crop_scale=(1, 1) is the whole image.
         width = (area * log_ratio.exp()).sqrt().clamp(max=1.0)
-        height = (area / log_ratio.exp()).sqrt().clamp(max=1.0)
+        height = (area / width).clamp(max=1.0)
+        width = (area / height).clamp(max=1.0)
         shift_x = (1 - width) * self._uniform(-1.0, 1.0, n, generator, device)
         shift_y = (1 - height) * self._uniform(-1.0, 1.0, n, generator, device)
         angle = math.radians(self.rotation) * self._uniform(-1.0, 1.0, n, generator, device)
