@@ -375,3 +375,24 @@ def test_unreachable_host_is_reported_quickly():
         server.bind(("127.0.0.1", 0))
         server.listen()
         assert encoders.unreachable("127.0.0.1", server.getsockname()[1], timeout=1.0) is None
+
+
+def test_pretrained_true_downloads_through_timm_when_online(make_contrastive, images, monkeypatch):
+    """Not cached and the host answers: timm's own download path is taken."""
+    X, _ = images
+    source = timm.create_model("test_resnet")
+    calls = []
+
+    def download(*args, **kwargs):
+        calls.append(args)
+        return {k: v.clone() for k, v in source.state_dict().items()}
+
+    import timm.models._builder as builder
+    monkeypatch.setattr(encoders, "_cached_file", lambda kind, location: None)
+    monkeypatch.setattr(encoders, "unreachable", lambda host, port, timeout=None: None)
+    monkeypatch.setattr(builder, "load_state_dict_from_hf", download)
+    model = make_contrastive(image_shape=(3, 8, 8), pretrained=True, n_epochs=0,
+                             n_pretrain_epochs=0).fit(X)
+    assert calls and "test_resnet" in calls[0][0]
+    torch.testing.assert_close(_backbone_state(model)["layer1.0.conv1.weight"],
+                               source.state_dict()["layer1.0.conv1.weight"])
