@@ -57,6 +57,11 @@ def configurations(args):
         contrastive.update(n_epochs=args.epochs)
     name = f"ContrastiveDSC {args.encoder}" + (" pretrained" if args.pretrained else "")
     name += f" {args.input_size}px" if args.input_size else ""
+    if args.pretrain_epochs is None and args.epochs is None:
+        name += " defaults"
+    else:
+        shown = ["default" if e is None else e for e in (args.pretrain_epochs, args.epochs)]
+        name += f" epochs {shown[0]}+{shown[1]}"
     if "contrastive" in args.estimators:
         yield name, contrastive
     if "bdsc" in args.estimators:

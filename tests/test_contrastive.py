@@ -396,3 +396,14 @@ def test_pretrained_true_downloads_through_timm_when_online(make_contrastive, im
     assert calls and "test_resnet" in calls[0][0]
     torch.testing.assert_close(_backbone_state(model)["layer1.0.conv1.weight"],
                                source.state_dict()["layer1.0.conv1.weight"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fit_on_cuda_and_predict_after_pickling(make_contrastive, images):
+    """Training and augmentations run on the GPU; the pickle holds CPU tensors."""
+    X, _ = images
+    model = make_contrastive(image_shape=(3, 8, 8), device="cuda").fit(X)
+    assert model.device_.type == "cuda"
+    assert next(model.network_.parameters()).is_cuda
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.predict(X), model.predict(X))
