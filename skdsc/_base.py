@@ -280,6 +280,9 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             )
             codes = self._encode_tensor(network, inputs)
             coef = self_expression.coefficients()
+            # The optimiser state (two n x n moments) is no longer needed: free
+            # it before the post-processing allocates its own n x n arrays.
+            del step, self_expression, bank
 
         network.eval()
         self.network_ = network

@@ -10,6 +10,8 @@ from sklearn.utils import check_random_state
 AFFINITIES = ("dsc", "symmetric")
 # Largest n for which the DSC affinity uses a dense eigendecomposition.
 _DENSE_EIGH_MAX = 4000
+# Columns thresholded at once.
+_THRESHOLD_BLOCK = 512
 
 
 def threshold_coefficients(coef, threshold):
@@ -34,14 +36,20 @@ def threshold_coefficients(coef, threshold):
     coef = np.asarray(coef, dtype=np.float64)
     if threshold >= 1:
         return coef.copy()
-    magnitude = np.abs(coef)
-    order = np.argsort(-magnitude, axis=0)
-    sorted_mag = np.take_along_axis(magnitude, order, axis=0)
-    mass_before = np.cumsum(sorted_mag, axis=0) - sorted_mag
-    keep_sorted = mass_before <= threshold * sorted_mag.sum(axis=0, keepdims=True)
-    keep = np.zeros_like(keep_sorted)
-    np.put_along_axis(keep, order, keep_sorted, axis=0)
-    return np.where(keep, coef, 0.0)
+    thresholded = np.zeros_like(coef)
+    # Column blocks bound the sorting buffers to O(n * block), not O(n^2).
+    for start in range(0, coef.shape[1], _THRESHOLD_BLOCK):
+        block = coef[:, start:start + _THRESHOLD_BLOCK]
+        magnitude = np.abs(block)
+        sorted_mag = -np.sort(-magnitude, axis=0)
+        mass_before = np.cumsum(sorted_mag, axis=0)
+        mass_before -= sorted_mag
+        n_kept = np.count_nonzero(
+            mass_before <= threshold * sorted_mag.sum(axis=0, keepdims=True), axis=0)
+        smallest_kept = sorted_mag[n_kept - 1, np.arange(block.shape[1])]
+        thresholded[:, start:start + _THRESHOLD_BLOCK] = np.where(
+            magnitude >= smallest_kept, block, 0.0)
+    return thresholded
 
 
 def symmetric_affinity(coef):
@@ -85,14 +93,21 @@ def dsc_affinity(coef, n_clusters, subspace_dim, power):
     coef = np.asarray(coef, dtype=np.float64)
     n_samples = coef.shape[0]
     rank = min(subspace_dim * n_clusters + 1, n_samples - 1)
-    sym = 0.5 * (coef + coef.T)
+    # In-place steps: at most two n x n float64 arrays are alive at once.
+    sym = coef + coef.T
+    sym *= 0.5
     u, s = _leading_singular_pairs(sym, rank)
+    del sym
     u = normalize(u * np.sqrt(s), axis=1)
-    affinity = np.maximum(u @ u.T, 0.0) ** power
+    affinity = u @ u.T
+    np.maximum(affinity, 0.0, out=affinity)
+    affinity **= power
     peak = affinity.max()
     if peak > 0:
         affinity /= peak
-    return 0.5 * (affinity + affinity.T)
+    affinity += affinity.T
+    affinity *= 0.5
+    return affinity
 
 
 def _leading_singular_pairs(sym, rank):
@@ -142,11 +157,12 @@ def coefficients_to_labels(coef, n_clusters, *, affinity="dsc", threshold=1.0,
     """
     if affinity not in AFFINITIES:
         raise ValueError(f"affinity must be one of {AFFINITIES}, got {affinity!r}.")
-    coef = threshold_coefficients(coef, threshold)
+    thresholded = threshold_coefficients(coef, threshold)
     if affinity == "dsc":
-        matrix = dsc_affinity(coef, n_clusters, subspace_dim, power)
+        matrix = dsc_affinity(thresholded, n_clusters, subspace_dim, power)
     else:
-        matrix = symmetric_affinity(coef)
+        matrix = symmetric_affinity(thresholded)
+    del thresholded  # one n x n array less while spectral clustering copies the affinity
     labels = spectral_labels(matrix, n_clusters, random_state=random_state)
     return matrix, labels
 

@@ -108,7 +108,8 @@ def ridge_coefficients(codes, penalty):
     gram = z.T @ z + max(float(penalty), floor) * torch.eye(z.shape[1], dtype=z.dtype,
                                                              device=z.device)
     weighted = torch.linalg.solve(gram, z.T).T
-    leverage = (weighted * z).sum(1)
-    coefficients = (weighted @ z.T) / (1.0 - leverage).clamp(min=1e-12)[:, None]
+    scale = 1.0 / (1.0 - (weighted * z).sum(1)).clamp(min=1e-12)
+    # The n x n product in the codes' dtype: the solve above carries the precision.
+    coefficients = (weighted * scale[:, None]).to(codes.dtype) @ codes.T
     coefficients.fill_diagonal_(0.0)
-    return coefficients.to(codes.dtype)
+    return coefficients
