@@ -87,6 +87,12 @@ def measure(model, X, y):
     }
 
 
+def print_child_record(payload, fit):
+    """In a ``--child`` process: fit the job described by ``payload``, print its record."""
+    job = json.loads(payload)
+    print(json.dumps(fit(job["dataset"], job["params"], job["seed"], job["data_dir"], job["device"])))
+
+
 def run_in_subprocess(job, data_dir, device, script=__file__):
     """Run ``script --child`` on one job in a fresh process and return its record."""
     dataset, name, params, seed = job
@@ -111,8 +117,7 @@ def main():
     parser.add_argument("--out", default="benchmarks/results/bdsc_cpu.jsonl")
     args = parser.parse_args()
     if args.child:
-        job = json.loads(args.child)
-        print(json.dumps(fit_once(job["dataset"], job["params"], job["seed"], job["data_dir"], job["device"])))
+        print_child_record(args.child, fit_once)
         return
     jobs = [(d, name, params, seed)
             for d in args.datasets

@@ -21,11 +21,10 @@ Usage::
 
 import argparse
 import itertools
-import json
 import os
 from pathlib import Path
 
-from bench_bdsc import measure, run_jobs
+from bench_bdsc import measure, print_child_record, run_jobs
 
 FILES = {"orl": "ORL_32x32.mat", "coil100": "COIL100_32x32.mat",
          "coil100-rgb": "COIL100_32x32_rgb.npz"}
@@ -102,9 +101,7 @@ def main():
     parser.add_argument("--out", default="benchmarks/results/contrastive_cpu.jsonl")
     args = parser.parse_args()
     if args.child:
-        job = json.loads(args.child)
-        print(json.dumps(fit_once(job["dataset"], job["params"], job["seed"], job["data_dir"],
-                                  job["device"])))
+        print_child_record(args.child, fit_once)
         return
     jobs = [(dataset, name, params, seed)
             for dataset in args.datasets
