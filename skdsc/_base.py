@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .nn.memory_bank import BANK_UPDATES, MemoryBank
-from .nn.self_expression import DenseSelfExpression
+from .nn.self_expression import DenseSelfExpression, floored_penalty
 from .nn.trainer import batch_plan, run_epochs
 from .spectral import AFFINITIES, coefficients_to_labels
 
@@ -427,7 +427,7 @@ def _ridge_projection(bank, penalty):
     the smaller of the two equivalent normal equations.
     """
     n_samples, n_latent = bank.shape
-    penalty = max(penalty, 1e-8 * float(bank.pow(2).sum(1).mean()) + 1e-12)
+    penalty = floored_penalty(bank, penalty)
     if n_latent <= n_samples:
         gram = bank.T @ bank + penalty * torch.eye(n_latent, dtype=bank.dtype, device=bank.device)
         return torch.linalg.solve(gram, bank.T)

@@ -5,6 +5,7 @@ from numbers import Integral, Real
 
 import torch
 from sklearn.utils._param_validation import Interval
+from timm.data import resolve_model_data_config
 
 from ._base import BaseDeepSubspaceClustering
 from .nn.augment import Augmentation
@@ -19,6 +20,11 @@ def _device_generator(generator, device):
     """A generator on ``device`` seeded from the CPU ``generator``."""
     seed = int(torch.randint(2**62, (1,), generator=generator))
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def _trainable(network):
+    """Parameters of ``network`` that require gradients (not a frozen backbone)."""
+    return [p for p in network.parameters() if p.requires_grad]
 
 
 def _own_slots(bank, indices):
@@ -257,13 +263,12 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
                             jitter=float(self.color_jitter))
 
     def _build_network(self, input_shape):
+        self._augmentation()  # a bad crop_scale fails before any weights are loaded
         channels, image_size = input_shape[0], input_shape[1:]
         resize = self._resize_to(image_size)
         backbone = create_backbone(self.encoder, in_chans=channels,
                                    image_size=resize or image_size, pretrained=self.pretrained)
-        config = backbone.pretrained_cfg if hasattr(backbone, "pretrained_cfg") else {}
-        mean, std = channel_statistics(
-            {"mean": config.get("mean", (0.5,)), "std": config.get("std", (0.5,))}, channels)
+        mean, std = channel_statistics(resolve_model_data_config(backbone), channels)
         network = ProjectionEncoder(backbone, self.projection_dim, mean, std, input_size=resize)
         if self.freeze_encoder:
             network.freeze_backbone()
@@ -274,8 +279,7 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
     def _pretrain(self, network, inputs, generator, device):
         augment = self._augmentation()
         views = _device_generator(generator, device)
-        params = [p for p in network.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=self.learning_rate)
+        optimizer = torch.optim.Adam(_trainable(network), lr=self.learning_rate)
 
         def step(indices):
             x = inputs[indices]
@@ -296,14 +300,13 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
     def _initial_coefficients(self, codes):
         # Without a decoder nothing ties C to the data before training; start
         # it at the exact minimiser of its own terms for the pretrained codes.
-        return ridge_coefficients(codes, self.lambda_coef / self.lambda_self)
+        return ridge_coefficients(codes, self._ridge_penalty())
 
     def _make_step(self, network, self_expression, bank, inputs, n_batches, generator):
         augment = self._augmentation()
         views = _device_generator(generator, inputs.device)
         encoder_lr = self.learning_rate / n_batches if self.scale_encoder_lr else self.learning_rate
-        params = [p for p in network.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=encoder_lr)
+        optimizer = torch.optim.Adam(_trainable(network), lr=encoder_lr)
         coef_optimizer = torch.optim.SparseAdam(self_expression.parameters(), lr=self.learning_rate)
 
         def step(indices):

@@ -18,8 +18,9 @@ def threshold_coefficients(coef, threshold):
     """Keep, in every column, the largest entries holding ``threshold`` of its l1 mass.
 
     Entries are taken in decreasing magnitude until their cumulative sum exceeds
-    ``threshold`` times the column's l1 norm; the rest are set to zero. This is
-    the column thresholding of SSC and DSC-Net.
+    ``threshold`` times the column's l1 norm; the rest are set to zero (entries
+    tied with the smallest kept one are kept too). This is the column
+    thresholding of SSC and DSC-Net.
 
     Parameters
     ----------

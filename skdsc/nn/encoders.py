@@ -115,7 +115,8 @@ def create_backbone(name, *, in_chans, image_size, pretrained=False):
     kwargs = dict(num_classes=0, in_chans=in_chans)
     if _needs_image_size(name):
         kwargs["img_size"] = tuple(image_size)
-    if pretrained is False:
+    is_path = isinstance(pretrained, (str, os.PathLike))
+    if not is_path and not pretrained:
         model = _create(name, kwargs, image_size)
     else:
         weights = pretrained_weights_file(name, pretrained)
@@ -194,7 +195,7 @@ def pretrained_weights_file(name, pretrained):
     OSError
         Weights are asked for, not cached, and their host cannot be reached.
     """
-    if pretrained is not True:
+    if isinstance(pretrained, (str, os.PathLike)):
         path = Path(os.fspath(pretrained)).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"pretrained={os.fspath(pretrained)!r}: no such weights file.")

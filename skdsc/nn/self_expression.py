@@ -81,6 +81,15 @@ class DenseSelfExpression(nn.Module):
         return weight
 
 
+def floored_penalty(codes, penalty):
+    """``penalty``, raised to a tiny fraction of the codes' mean squared norm.
+
+    Keeps ridge regressions against ``codes`` solvable when the penalty is
+    zero (``lambda_coef=0``) or the codes are rank deficient.
+    """
+    return max(float(penalty), 1e-8 * float(codes.pow(2).sum(1).mean()) + 1e-12)
+
+
 @torch.no_grad()
 def ridge_coefficients(codes, penalty):
     """Exact minimiser of the self-expression and coefficient terms for fixed codes.
@@ -104,9 +113,8 @@ def ridge_coefficients(codes, penalty):
         Zero diagonal, in the dtype of ``codes``.
     """
     z = codes.double()
-    floor = 1e-8 * float(z.pow(2).sum(1).mean()) + 1e-12
-    gram = z.T @ z + max(float(penalty), floor) * torch.eye(z.shape[1], dtype=z.dtype,
-                                                             device=z.device)
+    gram = z.T @ z + floored_penalty(z, penalty) * torch.eye(z.shape[1], dtype=z.dtype,
+                                                              device=z.device)
     weighted = torch.linalg.solve(gram, z.T).T
     scale = 1.0 / (1.0 - (weighted * z).sum(1)).clamp(min=1e-12)
     # The n x n product in the codes' dtype: the solve above carries the precision.
