@@ -1,6 +1,7 @@
 """Shared base of the deep subspace clustering estimators."""
 
 import copy
+import time
 import warnings
 from abc import ABCMeta, abstractmethod
 from contextlib import contextmanager
@@ -8,14 +9,20 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._memory import SELF_EXPRESSION_MODES, resolve_self_expression
 from .nn.memory_bank import BANK_UPDATES, MemoryBank
-from .nn.self_expression import DenseSelfExpression, floored_penalty
+from .nn.neighbors import nearest_neighbors
+from .nn.self_expression import (
+    DenseSelfExpression, SparseSelfExpression, floored_penalty, local_ridge_regression,
+)
 from .nn.trainer import batch_plan, run_epochs
 from .spectral import AFFINITIES, coefficients_to_labels
 
@@ -135,6 +142,9 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "lambda_coef": [Interval(Real, 0, None, closed="left")],
         "lambda_self": [Interval(Real, 0, None, closed="neither")],
+        "self_expression": [StrOptions(set(SELF_EXPRESSION_MODES))],
+        "n_nonzero": [Interval(Integral, 1, None, closed="left")],
+        "refresh_epochs": [Interval(Integral, 0, None, closed="left")],
         "bank_update": [StrOptions(set(BANK_UPDATES))],
         "scale_encoder_lr": ["boolean"],
         "affinity": [StrOptions(set(AFFINITIES))],
@@ -148,8 +158,9 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
 
     @abstractmethod
     def __init__(self, n_clusters, *, image_shape, batch_size, n_epochs, learning_rate,
-                 lambda_coef, lambda_self, bank_update, scale_encoder_lr, affinity,
-                 threshold, subspace_dim, affinity_power, device, random_state, verbose):
+                 lambda_coef, lambda_self, self_expression, n_nonzero, refresh_epochs,
+                 bank_update, scale_encoder_lr, affinity, threshold, subspace_dim,
+                 affinity_power, device, random_state, verbose):
         self.n_clusters = n_clusters
         self.image_shape = image_shape
         self.batch_size = batch_size
@@ -157,6 +168,9 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         self.learning_rate = learning_rate
         self.lambda_coef = lambda_coef
         self.lambda_self = lambda_self
+        self.self_expression = self_expression
+        self.n_nonzero = n_nonzero
+        self.refresh_epochs = refresh_epochs
         self.bank_update = bank_update
         self.scale_encoder_lr = scale_encoder_lr
         self.affinity = affinity
@@ -178,19 +192,18 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         return []
 
     @abstractmethod
-    def _make_step(self, network, self_expression, bank, inputs, n_batches, generator):
+    def _make_step(self, network, self_expression, coef_optimizer, bank, inputs, n_batches,
+                   generator):
         """Return ``step(indices) -> dict`` doing one optimisation step.
 
-        ``generator`` is the fit's seeded CPU generator, for any randomness
-        the step needs.
+        ``coef_optimizer`` updates ``self_expression`` and must be stepped with
+        the network's optimiser. ``generator`` is the fit's seeded CPU
+        generator, for any randomness the step needs.
         """
 
-    def _initial_coefficients(self, codes):
-        """Coefficients to start self-expressive training from, or None.
-
-        None keeps DSC-Net's constant initialisation.
-        """
-        return None
+    # Start the coefficients at the ridge minimiser for the pretrained codes
+    # (True) or at DSC-Net's small constant (False).
+    _ridge_start = False
 
     def _representation_problem(self, network, codes):
         """Say why the pretrained representation cannot be clustered, or None."""
@@ -262,40 +275,93 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         # [0, 1], and the loss weights keep one meaning across data sets.
         self.input_scale_ = peak if peak > 0 else 1.0
 
+        mode = self._resolve_mode(n_samples, device)
+
         with seeded_torch(seed, device):
             inputs = self._as_inputs(X, input_shape, device)
             generator = torch.Generator().manual_seed(seed)
             network, history, codes = self._initialise(input_shape, inputs, generator, device)
             bank = MemoryBank(codes, update=self.bank_update)
-            self_expression = DenseSelfExpression(n_samples).to(device)
-            initial = self._initial_coefficients(codes)
-            if initial is not None:
-                self_expression.initialise(initial)
+            del codes  # the bank holds its own copy
+            self_expression = self._self_expression_layer(mode, bank)
+            if self._ridge_start or mode == "sparse":
+                # A sparse row is visited once per epoch (large data sets get
+                # few epochs): start it at its exact minimiser for these codes.
+                self_expression.ridge_start(bank.codes, self._ridge_penalty())
+            coef_optimizer = torch.optim.SparseAdam(self_expression.parameters(),
+                                                    lr=self.learning_rate)
             _, n_batches = batch_plan(n_samples, self.batch_size)
-            step = self._make_step(network, self_expression, bank, inputs, n_batches, generator)
-            history += run_epochs(
-                step, n_samples, batch_size=self.batch_size, n_epochs=self.n_epochs,
-                generator=generator, device=device, verbose=self.verbose,
-                phase="self-expression", divergence_hint=self._divergence_hint(),
-            )
+            step = self._make_step(network, self_expression, coef_optimizer, bank, inputs,
+                                   n_batches, generator)
+            history += self._train_self_expression(step, self_expression, coef_optimizer,
+                                                   bank, generator, device)
             codes = self._encode_tensor(network, inputs)
             coef = self_expression.coefficients()
-            # The optimiser state (two n x n moments) is no longer needed: free
-            # it before the post-processing allocates its own n x n arrays.
-            del step, self_expression, bank
+            # The optimiser state (two moments per coefficient) is no longer
+            # needed: free it before the post-processing allocates its arrays.
+            del step, self_expression, coef_optimizer, bank
 
         network.eval()
         self.network_ = network
         self.device_ = device
+        self.self_expression_ = mode
         self.history_ = history
         self.n_iter_ = self.n_epochs
         self.embedding_ = codes.cpu().numpy()
-        self.coef_ = coef.cpu().numpy()
+        del codes
+        self.coef_ = _coefficient_matrix(coef, n_samples)
+        del coef
         self.affinity_matrix_, self.labels_ = coefficients_to_labels(
             self.coef_, self.n_clusters, affinity=self.affinity, threshold=self.threshold,
             subspace_dim=self.subspace_dim, power=self.affinity_power, random_state=seed,
         )
         return self
+
+    def _resolve_mode(self, n_samples, device):
+        """``"dense"`` or ``"sparse"``, checked before any training."""
+        mode = resolve_self_expression(self.self_expression, n_samples, device)
+        if mode == "sparse" and self.bank_update != "index":
+            raise ValueError(
+                "self_expression='sparse' needs bank_update='index' (candidates are "
+                f"looked up by sample), got bank_update={self.bank_update!r}."
+            )
+        return mode
+
+    def _n_candidates(self, n_samples):
+        """Candidates per sample in the sparse mode: ``n_nonzero``, at most all others."""
+        return min(self.n_nonzero, n_samples - 1)
+
+    def _self_expression_layer(self, mode, bank):
+        n_samples = bank.n_slots
+        if mode == "dense":
+            return DenseSelfExpression(n_samples).to(bank.codes.device)
+        neighbors = nearest_neighbors(bank.codes, self._n_candidates(n_samples))
+        return SparseSelfExpression(neighbors)
+
+    def _train_self_expression(self, step, self_expression, coef_optimizer, bank, generator,
+                               device):
+        """Run the self-expressive epochs; refresh sparse candidates on schedule.
+
+        Every ``refresh_epochs`` epochs (sparse mode) the candidates become the
+        nearest codes in the current bank, so they follow the encoder.
+        """
+        refresh = self.refresh_epochs if isinstance(self_expression, SparseSelfExpression) else 0
+        history, done = [], 0
+        while True:
+            stop = min(done + refresh, self.n_epochs) if refresh else self.n_epochs
+            history += run_epochs(
+                step, bank.n_slots, batch_size=self.batch_size, n_epochs=stop,
+                start_epoch=done, generator=generator, device=device, verbose=self.verbose,
+                phase="self-expression", divergence_hint=self._divergence_hint(),
+            )
+            done = stop
+            if done >= self.n_epochs:
+                return history
+            start = time.perf_counter()
+            neighbors = nearest_neighbors(bank.codes, self_expression.neighbors.shape[1])
+            changed = self_expression.refresh(neighbors, coef_optimizer)
+            history.append({"epoch": done, "phase": "refresh", "changed": changed,
+                            "seconds": time.perf_counter() - start})
 
     def _validate_X(self, X, *, reset):
         """``validate_data`` for fit (``reset=True``) and for new data."""
@@ -363,9 +429,12 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
 
         Every row is encoded with the fitted encoder and expressed against the
         fitted codes ``embedding_`` by ridge regression (the self-expression
-        objective with ``C`` free for that row). The predicted cluster is the
-        one whose codes, with those coefficients, leave the smallest residual.
-        Nothing is refitted and each row is treated on its own.
+        objective with ``C`` free for that row): against all of them in the
+        dense mode, against its ``n_nonzero`` nearest ones in the sparse mode,
+        as in training. The predicted cluster is the one whose codes, with
+        those coefficients, leave the smallest residual. Nothing is refitted,
+        nothing ``n_samples x n_samples`` is formed and each row is treated on
+        its own.
 
         Parameters
         ----------
@@ -378,6 +447,13 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             Cluster index of each row.
         """
         codes = torch.as_tensor(self.encode(X), dtype=torch.float64, device=self.device_)
+        if self.self_expression_ == "sparse":
+            labels = self._predict_from_candidates(codes)
+        else:
+            labels = self._predict_from_all(codes)
+        return labels.cpu().numpy().astype(np.int64)
+
+    def _predict_from_all(self, codes):
         bank = torch.as_tensor(self.embedding_, dtype=torch.float64, device=self.device_)
         projection = _ridge_projection(bank, self._ridge_penalty())
         members = [
@@ -394,7 +470,29 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
                 for idx in members
             ], dim=1)
             labels.append(residuals.argmin(1))
-        return torch.cat(labels).cpu().numpy().astype(np.int64)
+        return torch.cat(labels)
+
+    def _predict_from_candidates(self, codes):
+        bank = torch.as_tensor(self.embedding_, device=self.device_)
+        train_labels = torch.as_tensor(self.labels_, device=self.device_)
+        neighbors = nearest_neighbors(bank, min(self.n_nonzero, len(bank)), queries=codes)
+        # Rows per block so that the gathered candidates and the per-cluster
+        # rebuilds, (block, n_nonzero or n_clusters, n_latent), stay small.
+        width = max(neighbors.shape[1], self.n_clusters) * bank.shape[1]
+        block = max(1, (1 << 23) // width)
+        coefficients = local_ridge_regression(codes, bank, neighbors, self._ridge_penalty(),
+                                              block=block)
+        labels = []
+        for start in range(0, len(codes), block):
+            rows = slice(start, start + block)
+            basis = bank[neighbors[rows]].double()
+            members = F.one_hot(train_labels[neighbors[rows]], self.n_clusters).double()
+            # Rebuild of each row from the candidates of each cluster alone; a
+            # cluster without candidates rebuilds nothing (residual ||z||^2).
+            rebuilt = (coefficients[rows].double()[:, :, None] * members).transpose(1, 2) @ basis
+            residuals = (codes[rows, None, :] - rebuilt).pow(2).sum(2)
+            labels.append(residuals.argmin(1))
+        return torch.cat(labels)
 
     # -- persistence ----------------------------------------------------------
 
@@ -418,6 +516,20 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             )
             self.device_ = torch.device("cpu")
         self.network_.to(self.device_)
+
+
+def _coefficient_matrix(coef, n_samples):
+    """The fitted coefficients as an array: dense, or CSR from ``(neighbors, values)``."""
+    if torch.is_tensor(coef):
+        return coef.cpu().numpy()
+    neighbors, values = (part.cpu().numpy() for part in coef)
+    n_nonzero = neighbors.shape[1]
+    matrix = sparse.csr_matrix(
+        (values.ravel(), neighbors.ravel(), np.arange(0, n_samples * n_nonzero + 1, n_nonzero)),
+        shape=(n_samples, n_samples),
+    )
+    matrix.sort_indices()
+    return matrix
 
 
 def _ridge_projection(bank, penalty):

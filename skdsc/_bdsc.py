@@ -166,13 +166,15 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
     def __init__(self, n_clusters=8, *, image_shape=None, hidden_channels=(15,),
                  kernel_sizes=(3,), hidden_units=(256, 32), batch_size=128,
                  n_epochs=200, n_pretrain_epochs=200, learning_rate=3e-3,
-                 lambda_coef=1.0, lambda_self=10.0, bank_update="index",
+                 lambda_coef=1.0, lambda_self=10.0, self_expression="auto", n_nonzero=32,
+                 refresh_epochs=10, bank_update="index",
                  scale_encoder_lr=True, affinity="dsc", threshold=0.1, subspace_dim=6,
                  affinity_power=4.0, device="auto", random_state=None, verbose=0):
         super().__init__(
             n_clusters, image_shape=image_shape, batch_size=batch_size,
             n_epochs=n_epochs, learning_rate=learning_rate, lambda_coef=lambda_coef,
-            lambda_self=lambda_self, bank_update=bank_update,
+            lambda_self=lambda_self, self_expression=self_expression, n_nonzero=n_nonzero,
+            refresh_epochs=refresh_epochs, bank_update=bank_update,
             scale_encoder_lr=scale_encoder_lr, affinity=affinity, threshold=threshold,
             subspace_dim=subspace_dim, affinity_power=affinity_power, device=device,
             random_state=random_state, verbose=verbose,
@@ -224,14 +226,13 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
                             "to a smaller range.",
         )
 
-    def _make_step(self, network, self_expression, bank, inputs, n_batches, generator):
+    def _make_step(self, network, self_expression, coef_optimizer, bank, inputs, n_batches,
+                   generator):
         encoder_lr = self.learning_rate / n_batches if self.scale_encoder_lr else self.learning_rate
         optimizer = torch.optim.Adam([
             {"params": network.encoder.parameters(), "lr": encoder_lr},
             {"params": network.decoder.parameters(), "lr": self.learning_rate},
         ])
-        # Sparse Adam: only the coefficient rows of the batch move in a step.
-        coef_optimizer = torch.optim.SparseAdam(self_expression.parameters(), lr=self.learning_rate)
 
         def step(indices):
             x = inputs[indices]

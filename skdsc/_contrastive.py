@@ -12,7 +12,6 @@ from .nn.augment import Augmentation
 from .nn.encoders import ProjectionEncoder, channel_statistics, create_backbone
 from .nn.losses import (coefficient_loss, info_nce_loss, paired_info_nce_loss,
                         self_expression_loss)
-from .nn.self_expression import ridge_coefficients
 from .nn.trainer import run_epochs
 
 
@@ -206,13 +205,15 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
                  freeze_encoder=False, input_size=None, projection_dim=128, temperature=0.2,
                  crop_scale=(0.5, 1.0), rotation=15.0, flip=True, color_jitter=0.4,
                  batch_size=128, n_epochs=10, n_pretrain_epochs=50, learning_rate=1e-3,
-                 lambda_coef=1.0, lambda_self=10.0, bank_update="index",
+                 lambda_coef=1.0, lambda_self=10.0, self_expression="auto", n_nonzero=32,
+                 refresh_epochs=10, bank_update="index",
                  scale_encoder_lr=True, affinity="dsc", threshold=0.1, subspace_dim=6,
                  affinity_power=4.0, device="auto", random_state=None, verbose=0):
         super().__init__(
             n_clusters, image_shape=image_shape, batch_size=batch_size,
             n_epochs=n_epochs, learning_rate=learning_rate, lambda_coef=lambda_coef,
-            lambda_self=lambda_self, bank_update=bank_update,
+            lambda_self=lambda_self, self_expression=self_expression, n_nonzero=n_nonzero,
+            refresh_epochs=refresh_epochs, bank_update=bank_update,
             scale_encoder_lr=scale_encoder_lr, affinity=affinity, threshold=threshold,
             subspace_dim=subspace_dim, affinity_power=affinity_power, device=device,
             random_state=random_state, verbose=verbose,
@@ -297,17 +298,16 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
                             f"temperature (now {self.temperature}).",
         )
 
-    def _initial_coefficients(self, codes):
-        # Without a decoder nothing ties C to the data before training; start
-        # it at the exact minimiser of its own terms for the pretrained codes.
-        return ridge_coefficients(codes, self._ridge_penalty())
+    # Without a decoder nothing ties C to the data before training; start it
+    # at the exact minimiser of its own terms for the pretrained codes.
+    _ridge_start = True
 
-    def _make_step(self, network, self_expression, bank, inputs, n_batches, generator):
+    def _make_step(self, network, self_expression, coef_optimizer, bank, inputs, n_batches,
+                   generator):
         augment = self._augmentation()
         views = _device_generator(generator, inputs.device)
         encoder_lr = self.learning_rate / n_batches if self.scale_encoder_lr else self.learning_rate
         optimizer = torch.optim.Adam(_trainable(network), lr=encoder_lr)
-        coef_optimizer = torch.optim.SparseAdam(self_expression.parameters(), lr=self.learning_rate)
 
         def step(indices):
             x = inputs[indices]

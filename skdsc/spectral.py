@@ -1,8 +1,16 @@
-"""From self-expression coefficients to an affinity matrix and cluster labels."""
+"""From self-expression coefficients to an affinity matrix and cluster labels.
+
+Every function accepts a dense ndarray or a ``scipy.sparse`` matrix. A sparse
+input (in any format) stays sparse from end to end: nothing of shape
+``(n_samples, n_samples)`` is ever made dense, so that coefficients with a few
+entries per sample scale to tens of thousands of samples.
+"""
 
 import numpy as np
-from scipy.linalg import eigh
-from scipy.sparse.linalg import eigsh
+import scipy.sparse as sp
+from scipy.linalg import eigh, qr, svd
+from scipy.sparse.csgraph import connected_components
+from scipy.sparse.linalg import LinearOperator, eigsh
 from sklearn.cluster import spectral_clustering
 from sklearn.preprocessing import normalize
 from sklearn.utils import check_random_state
@@ -10,8 +18,14 @@ from sklearn.utils import check_random_state
 AFFINITIES = ("dsc", "symmetric")
 # Largest n for which the DSC affinity uses a dense eigendecomposition.
 _DENSE_EIGH_MAX = 4000
+# Largest n for which a sparse matrix is made dense for an exact eigensolver:
+# below it ``eigh`` is fast and exact, above it ARPACK is used.
+_SPARSE_DENSE_EIGH_MAX = 500
 # Columns thresholded at once.
 _THRESHOLD_BLOCK = 512
+# Floats gathered at once (per operand) when the sparse DSC affinity takes the
+# inner products of its stored pairs: 8 MiB.
+_GATHER_BLOCK = 2 ** 20
 
 
 def threshold_coefficients(coef, threshold):
@@ -24,7 +38,7 @@ def threshold_coefficients(coef, threshold):
 
     Parameters
     ----------
-    coef : ndarray of shape (n_samples, n_samples)
+    coef : {ndarray, sparse matrix} of shape (n_samples, n_samples)
         Self-expression coefficients, column ``j`` being the weights with which
         sample ``j`` is used.
     threshold : float in (0, 1]
@@ -32,8 +46,13 @@ def threshold_coefficients(coef, threshold):
 
     Returns
     -------
-    thresholded : ndarray of shape (n_samples, n_samples)
+    thresholded : {ndarray, sparse matrix} of shape (n_samples, n_samples)
+        An ndarray for a dense ``coef``. For a sparse ``coef``, a CSR matrix
+        (float64, no explicit zeros) equal to the dense result: the rule only
+        looks at the stored entries of each column.
     """
+    if sp.issparse(coef):
+        return _threshold_sparse(coef, threshold)
     coef = np.asarray(coef, dtype=np.float64)
     if threshold >= 1:
         return coef.copy()
@@ -53,18 +72,76 @@ def threshold_coefficients(coef, threshold):
     return thresholded
 
 
+def _threshold_sparse(coef, threshold):
+    """:func:`threshold_coefficients` over the stored entries of a sparse matrix."""
+    coef = _canonical(coef.tocsc())
+    if threshold >= 1:
+        return coef.tocsr()
+    n_columns = coef.shape[1]
+    lengths = np.diff(coef.indptr)
+    starts = coef.indptr[:-1]
+    columns = np.repeat(np.arange(n_columns), lengths)
+    magnitude = np.abs(coef.data)
+
+    # Entries grouped by column, each column in decreasing magnitude: the
+    # layout of the dense rule's sorted column, less its trailing zeros (which
+    # change neither the mass before an entry nor the column's mass).
+    sorted_mag = magnitude[np.lexsort((-magnitude, columns))]
+    mass = _segmented_cumsum(sorted_mag, coef.indptr)
+    non_empty = lengths > 0
+    column_mass = np.zeros(n_columns)
+    column_mass[non_empty] = mass[coef.indptr[1:][non_empty] - 1]
+    mass -= sorted_mag  # the mass before each entry
+    within = mass <= threshold * column_mass[columns]
+    # The largest entry has no mass before it, so a column keeps at least one.
+    n_kept = np.maximum(np.bincount(columns[within], minlength=n_columns), 1)
+    smallest_kept = np.zeros(n_columns)
+    smallest_kept[non_empty] = sorted_mag[(starts + n_kept - 1)[non_empty]]
+
+    keep = magnitude >= smallest_kept[columns]
+    indptr = np.zeros(n_columns + 1, dtype=coef.indptr.dtype)
+    np.cumsum(np.bincount(columns[keep], minlength=n_columns), out=indptr[1:])
+    kept = type(coef)((coef.data[keep], coef.indices[keep], indptr), shape=coef.shape)
+    return kept.tocsr()
+
+
+def _segmented_cumsum(values, indptr):
+    """Cumulative sums of ``values`` restarting at every ``indptr`` boundary.
+
+    Each segment is summed left to right, as :func:`numpy.cumsum` sums a dense
+    column, so that both round alike. The loop runs over positions within a
+    segment (up to the longest segment), each step adding the previous partial
+    sum of every segment still that long; the total work is O(len(values)).
+    """
+    sums = values.copy()
+    lengths = np.diff(indptr)
+    if sums.size == 0:
+        return sums
+    by_length = np.argsort(-lengths, kind="stable")
+    starts = indptr[:-1][by_length]
+    # n_longer[p] is the number of segments with more than p entries.
+    n_longer = np.searchsorted(-lengths[by_length], -np.arange(lengths.max()), side="left")
+    for position in range(1, lengths.max()):
+        at = starts[:n_longer[position]] + position
+        sums[at] += sums[at - 1]
+    return sums
+
+
 def symmetric_affinity(coef):
     """The plain affinity ``|C| + |C|^T``.
 
     Parameters
     ----------
-    coef : ndarray of shape (n_samples, n_samples)
+    coef : {ndarray, sparse matrix} of shape (n_samples, n_samples)
 
     Returns
     -------
-    affinity : ndarray of shape (n_samples, n_samples)
-        Symmetric and non-negative.
+    affinity : {ndarray, sparse matrix} of shape (n_samples, n_samples)
+        Symmetric and non-negative; a CSR matrix when ``coef`` is sparse.
     """
+    if sp.issparse(coef):
+        magnitude = abs(_canonical(coef.tocsr()))
+        return (magnitude + magnitude.T).tocsr()
     magnitude = np.abs(np.asarray(coef, dtype=np.float64))
     return magnitude + magnitude.T
 
@@ -77,9 +154,17 @@ def dsc_affinity(coef, n_clusters, subspace_dim, power):
     row-wise, and the affinity is the positive part of their inner products,
     raised to ``power`` and scaled to a maximum of 1.
 
+    For a sparse ``coef``, the affinity is DSC-Net's restricted to the pairs
+    ``(i, j)``, ``i != j``, where ``C + C^T`` is non-zero: the singular vectors
+    are those of the sparse ``(C + C^T) / 2`` and only the stored pairs get an
+    inner product, so the result has at most the non-zeros of ``C + C^T``.
+    The scaling is the dense one, whose maximum is on the diagonal (1 for every
+    normalised row), so the stored values equal the corresponding entries of
+    the dense affinity and are at most 1.
+
     Parameters
     ----------
-    coef : ndarray of shape (n_samples, n_samples)
+    coef : {ndarray, sparse matrix} of shape (n_samples, n_samples)
     n_clusters : int
     subspace_dim : int
         Assumed dimension of each subspace.
@@ -88,9 +173,12 @@ def dsc_affinity(coef, n_clusters, subspace_dim, power):
 
     Returns
     -------
-    affinity : ndarray of shape (n_samples, n_samples)
-        Symmetric, non-negative, with maximum 1.
+    affinity : {ndarray, sparse matrix} of shape (n_samples, n_samples)
+        Symmetric, non-negative, with maximum 1 (at most 1 when sparse); a CSR
+        matrix without diagonal when ``coef`` is sparse.
     """
+    if sp.issparse(coef):
+        return _dsc_affinity_sparse(coef, n_clusters, subspace_dim, power)
     coef = np.asarray(coef, dtype=np.float64)
     n_samples = coef.shape[0]
     rank = min(subspace_dim * n_clusters + 1, n_samples - 1)
@@ -111,6 +199,52 @@ def dsc_affinity(coef, n_clusters, subspace_dim, power):
     return affinity
 
 
+def _dsc_affinity_sparse(coef, n_clusters, subspace_dim, power):
+    """:func:`dsc_affinity` on the off-diagonal pattern of a sparse ``C + C^T``."""
+    coef = _canonical(coef.tocsr())
+    n_samples = coef.shape[0]
+    rank = min(subspace_dim * n_clusters + 1, n_samples - 1)
+    sym = (coef + coef.T).tocsr()
+    del coef
+    sym.data *= 0.5
+    sym.eliminate_zeros()  # pairs where C and C^T cancel are not in the pattern
+    u, s = _leading_singular_pairs(sym, rank)
+    pattern = _drop_diagonal(sym)
+    del sym
+    u = normalize(u * np.sqrt(s), axis=1)
+
+    values = _paired_dots(u, _row_indices(pattern), pattern.indices)
+    np.maximum(values, 0.0, out=values)
+    values **= power
+    # The dense peak is on the diagonal, (u_i . u_i) ** power, which bounds
+    # every inner product; dividing by it keeps the dense values.
+    diagonal = np.maximum(np.einsum("ij,ij->i", u, u), 0.0) ** power
+    peak = max(values.max(initial=0.0), diagonal.max(initial=0.0))
+    if peak > 0:
+        values /= peak
+    affinity = type(pattern)((values, pattern.indices, pattern.indptr), shape=pattern.shape)
+    # The pattern is symmetric and u_i . u_j = u_j . u_i; averaging removes any
+    # rounding asymmetry all the same.
+    affinity = (affinity + affinity.T).tocsr()
+    affinity.data *= 0.5
+    affinity.eliminate_zeros()
+    return affinity
+
+
+def _paired_dots(u, rows, cols):
+    """``u[rows[t]] @ u[cols[t]]`` for every ``t``.
+
+    Pairs are taken in blocks (in row order for CSR indices), so that the
+    gathered rows never take more than ``_GATHER_BLOCK`` floats per operand.
+    """
+    dots = np.empty(len(rows))
+    step = max(1, _GATHER_BLOCK // max(u.shape[1], 1))
+    for start in range(0, len(rows), step):
+        block = slice(start, start + step)
+        dots[block] = np.einsum("ij,ij->i", u[rows[block]], u[cols[block]])
+    return dots
+
+
 def _leading_singular_pairs(sym, rank):
     """Leading singular values and left singular vectors of a symmetric matrix.
 
@@ -118,10 +252,14 @@ def _leading_singular_pairs(sym, rank):
     (up to the sign of each vector, which the affinity does not see). A dense
     eigendecomposition is exact, deterministic and, below a few thousand
     samples or when ``rank`` is a large part of ``n``, faster than ARPACK.
+    A sparse ``sym`` is only made dense below a few hundred samples (or when
+    ``rank`` is so large a part of ``n`` that ARPACK's own workspace would be
+    about as big).
     """
     n_samples = sym.shape[0]
-    if n_samples <= _DENSE_EIGH_MAX or 4 * rank >= n_samples:
-        values, vectors = eigh(sym)
+    dense_max = _SPARSE_DENSE_EIGH_MAX if sp.issparse(sym) else _DENSE_EIGH_MAX
+    if n_samples <= dense_max or 4 * rank >= n_samples:
+        values, vectors = eigh(sym.toarray() if sp.issparse(sym) else sym)
     else:
         # A fixed start vector keeps ARPACK, and so the labels, deterministic.
         values, vectors = eigsh(sym, k=rank, which="LM", v0=np.ones(n_samples))
@@ -135,8 +273,9 @@ def coefficients_to_labels(coef, n_clusters, *, affinity="dsc", threshold=1.0,
 
     Parameters
     ----------
-    coef : ndarray of shape (n_samples, n_samples)
-        Self-expression coefficients with a zero diagonal.
+    coef : {ndarray, sparse matrix} of shape (n_samples, n_samples)
+        Self-expression coefficients with a zero diagonal. A sparse matrix (any
+        ``scipy.sparse`` format) is processed sparse throughout.
     n_clusters : int
         Number of clusters.
     affinity : {"dsc", "symmetric"}, default="dsc"
@@ -153,7 +292,8 @@ def coefficients_to_labels(coef, n_clusters, *, affinity="dsc", threshold=1.0,
 
     Returns
     -------
-    affinity_matrix : ndarray of shape (n_samples, n_samples)
+    affinity_matrix : {ndarray, sparse matrix} of shape (n_samples, n_samples)
+        A CSR matrix when ``coef`` is sparse.
     labels : ndarray of shape (n_samples,)
     """
     if affinity not in AFFINITIES:
@@ -163,7 +303,7 @@ def coefficients_to_labels(coef, n_clusters, *, affinity="dsc", threshold=1.0,
         matrix = dsc_affinity(thresholded, n_clusters, subspace_dim, power)
     else:
         matrix = symmetric_affinity(thresholded)
-    del thresholded  # one n x n array less while spectral clustering copies the affinity
+    del thresholded  # one copy of C less while spectral clustering copies the affinity
     labels = spectral_labels(matrix, n_clusters, random_state=random_state)
     return matrix, labels
 
@@ -176,7 +316,30 @@ def spectral_labels(affinity_matrix, n_clusters, random_state=None):
     initialisation and, unlike the iterative discretisation, does not merge
     most samples into one cluster when a few weakly linked groups take
     eigenvectors of their own.
+
+    Parameters
+    ----------
+    affinity_matrix : {ndarray, sparse matrix} of shape (n_samples, n_samples)
+        Symmetric, non-negative affinity; its diagonal is ignored. A sparse
+        matrix is clustered without being made dense: the embedding is the
+        ``n_clusters`` leading eigenvectors of ``D^-1/2 A D^-1/2``, those of
+        its connected components written down exactly and the others from
+        ARPACK (no shift-invert), so it scales to tens of thousands of samples.
+        With more components than clusters, the largest components are the
+        clusters; samples without any edge get an arbitrary label.
+    n_clusters : int
+        Number of clusters.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the eigensolver's start vector. With a sparse matrix and None,
+        the start vector is all ones, so the labels are deterministic.
+
+    Returns
+    -------
+    labels : ndarray of shape (n_samples,), dtype int64
+        All zeros for an affinity without edges or ``n_clusters=1``.
     """
+    if sp.issparse(affinity_matrix):
+        return _spectral_labels_sparse(affinity_matrix, n_clusters, random_state)
     if not np.any(affinity_matrix):
         # An all-zero affinity has no structure to cut: one cluster is the honest answer.
         return np.zeros(affinity_matrix.shape[0], dtype=np.int64)
@@ -185,3 +348,122 @@ def spectral_labels(affinity_matrix, n_clusters, random_state=None):
         affinity_matrix, n_clusters=n_clusters, eigen_solver="arpack",
         assign_labels="cluster_qr", random_state=seed,
     ).astype(np.int64)
+
+
+def _spectral_labels_sparse(affinity_matrix, n_clusters, random_state):
+    """:func:`spectral_labels` of a sparse affinity, never made dense."""
+    # Self-loops are ignored, as by the graph Laplacian of the dense path.
+    adjacency = _drop_diagonal(_canonical(affinity_matrix.tocsr()))
+    n_samples = adjacency.shape[0]
+    if adjacency.nnz == 0 or n_clusters == 1:
+        return np.zeros(n_samples, dtype=np.int64)
+    # ARPACK assumes symmetry; a symmetric input is unchanged.
+    adjacency = (adjacency + adjacency.T).tocsr()
+    adjacency.data *= 0.5
+    degree = np.asarray(adjacency.sum(axis=1)).ravel()
+    degree[degree <= 0] = 1.0  # isolated samples: nothing to divide by zero
+    inv_sqrt_degree = 1.0 / np.sqrt(degree)
+    # In place: adjacency becomes D^-1/2 A D^-1/2.
+    adjacency.data *= inv_sqrt_degree[_row_indices(adjacency)]
+    adjacency.data *= inv_sqrt_degree[adjacency.indices]
+
+    vectors = _leading_eigenvectors(adjacency, np.sqrt(degree), n_clusters, random_state)
+    del adjacency
+    return _cluster_qr(vectors * inv_sqrt_degree[:, np.newaxis])
+
+
+def _leading_eigenvectors(normalized, sqrt_degree, n_clusters, random_state):
+    """The ``n_clusters`` eigenvectors of largest eigenvalue of ``D^-1/2 A D^-1/2``.
+
+    Every connected component with an edge has eigenvalue 1, with eigenvector
+    ``sqrt(degree)`` on its samples. ARPACK, a single-vector Krylov method,
+    finds only one vector of a repeated eigenvalue, and disconnected clusters
+    are common in sparse affinities: these eigenvectors are written down
+    directly, and the eigensolver (ARPACK, or ``eigh`` for small ``n``) only
+    looks for the others, orthogonally to them.
+    """
+    components = _component_eigenvectors(normalized, sqrt_degree, n_clusters)
+    n_left = n_clusters - components.shape[1]
+    if n_left == 0:
+        return components
+    n_samples = normalized.shape[0]
+    if n_samples <= _SPARSE_DENSE_EIGH_MAX or n_clusters >= n_samples - 1:
+        # M and the projection on the components commute: (I - QQ^T) M = M - QQ^T.
+        deflated = normalized.toarray()
+        deflated -= components @ components.T
+        vectors = eigh(deflated, subset_by_index=[n_samples - n_left, n_samples - 1])[1]
+        return np.hstack([components, vectors])
+
+    def deflated_matvec(x):
+        x = np.ravel(x)
+        return normalized @ x - components @ (components.T @ x)
+
+    operator = LinearOperator((n_samples, n_samples), matvec=deflated_matvec,
+                              dtype=np.float64)
+    if random_state is None:
+        v0 = np.ones(n_samples)
+    else:
+        v0 = check_random_state(random_state).uniform(-1, 1, n_samples)
+    # The largest eigenvalues of the normalised adjacency are the smallest of
+    # the normalised Laplacian; asking for them directly avoids the sparse
+    # factorisation that shift-invert would need.
+    _, vectors = eigsh(operator, k=n_left, which="LA", v0=v0)
+    return np.hstack([components, vectors])
+
+
+def _component_eigenvectors(normalized, sqrt_degree, n_clusters):
+    """Orthonormal eigenvectors, of eigenvalue 1, of the components with an edge.
+
+    At most ``n_clusters`` of them, for the largest components: with more
+    components than clusters, the smaller ones are left out of the embedding
+    (their samples, like isolated ones, get an arbitrary label).
+    """
+    _, component = connected_components(normalized, directed=False)
+    has_edge = np.diff(normalized.indptr) > 0
+    sizes = np.bincount(component[has_edge], minlength=component.max() + 1)
+    kept = np.argsort(-sizes, kind="stable")[:n_clusters]
+    kept = kept[sizes[kept] > 0]
+    column = np.full(sizes.size, -1)
+    column[kept] = np.arange(kept.size)
+    column = column[component]
+    samples = np.flatnonzero(column >= 0)
+    vectors = np.zeros((normalized.shape[0], kept.size))
+    vectors[samples, column[samples]] = sqrt_degree[samples]
+    return normalize(vectors, axis=0)
+
+
+def _cluster_qr(embedding):
+    """Labels from a spectral embedding by column-pivoted QR (Damle et al. 2019).
+
+    The QR pivots pick ``n_clusters`` samples whose embeddings are as close to
+    orthogonal as possible; the orthogonal matrix nearest to them (their polar
+    factor) rotates the embedding so that each cluster lies along one axis.
+    """
+    n_clusters = embedding.shape[1]
+    _, pivots = qr(embedding.T, mode="r", pivoting=True)
+    left, _, right = svd(embedding[pivots[:n_clusters]].T)
+    rotated = embedding @ (left @ right)
+    return np.abs(rotated).argmax(axis=1).astype(np.int64)
+
+
+def _canonical(matrix):
+    """A float64 copy of a CSR or CSC matrix, duplicates summed, zeros dropped."""
+    matrix = matrix.astype(np.float64, copy=True)
+    matrix.sum_duplicates()
+    matrix.eliminate_zeros()
+    return matrix
+
+
+def _row_indices(csr):
+    """The row of every stored entry of a CSR matrix."""
+    return np.repeat(np.arange(csr.shape[0], dtype=csr.indices.dtype), np.diff(csr.indptr))
+
+
+def _drop_diagonal(csr):
+    """A CSR matrix without its diagonal entries."""
+    rows = _row_indices(csr)
+    off_diagonal = rows != csr.indices
+    indptr = np.zeros(csr.shape[0] + 1, dtype=csr.indptr.dtype)
+    np.cumsum(np.bincount(rows[off_diagonal], minlength=csr.shape[0]), out=indptr[1:])
+    return type(csr)((csr.data[off_diagonal], csr.indices[off_diagonal], indptr),
+                     shape=csr.shape)

@@ -31,6 +31,10 @@ class DenseSelfExpression(nn.Module):
         self.weight.copy_(coefficients)
         return self
 
+    def ridge_start(self, codes, penalty):
+        """Start from the exact ridge minimiser for fixed ``codes`` (:func:`ridge_coefficients`)."""
+        return self.initialise(ridge_coefficients(codes, penalty))
+
     def rows(self, indices):
         """Coefficient rows of samples ``indices``, diagonal entries zeroed.
 
@@ -81,13 +85,124 @@ class DenseSelfExpression(nn.Module):
         return weight
 
 
+class SparseSelfExpression(nn.Module):
+    """Coefficients restricted to ``n_nonzero`` candidate samples per row.
+
+    Row ``i`` may use only the samples ``neighbors[i]`` (its nearest codes, never
+    itself), so the layer holds ``n_samples x n_nonzero`` values and indices
+    instead of an ``n_samples x n_samples`` matrix: memory and the cost of a
+    step grow as ``O(n_samples * n_nonzero)``. Coefficients outside the
+    candidate sets are zero, so the loss terms keep their dense meaning.
+
+    Parameters
+    ----------
+    neighbors : torch.Tensor of shape (n_samples, n_nonzero)
+        Int64 candidate sample indices of every row, without the row itself
+        and without repeats.
+    init : float, default=1e-8
+        Constant initial value of every coefficient.
+    """
+
+    def __init__(self, neighbors, init=1e-8):
+        super().__init__()
+        self.register_buffer("neighbors", neighbors.long().clone())
+        self.weight = nn.Parameter(torch.full(neighbors.shape, float(init),
+                                              device=neighbors.device))
+
+    @property
+    def n_samples(self):
+        return self.neighbors.shape[0]
+
+    def rows(self, indices):
+        """Candidate coefficients of samples ``indices``, shape ``(batch, n_nonzero)``."""
+        return F.embedding(indices, self.weight, sparse=True)
+
+    def forward(self, indices, live_codes, bank, slots):
+        """Self-express the codes of a batch against their candidates in the bank.
+
+        Parameters and returns as in :meth:`DenseSelfExpression.forward`, except
+        that ``rows`` has shape ``(batch_size, n_nonzero)``. The bank must hold
+        sample ``j`` in slot ``j`` (``bank_update="index"``).
+        """
+        rows = self.rows(indices)
+        candidates = self.neighbors[indices]
+        expressed = torch.bmm(rows[:, None, :], bank.codes[candidates]).squeeze(1)
+        # Straight-through term for candidates inside the batch: zero in value,
+        # it routes their gradient into the live codes, as in the dense layer.
+        position = torch.full((self.n_samples,), -1, dtype=torch.long, device=indices.device)
+        position[indices] = torch.arange(len(indices), device=indices.device)
+        in_batch = position[candidates]
+        row, column = (in_batch >= 0).nonzero(as_tuple=True)
+        if len(row):
+            delta = (live_codes - live_codes.detach())[in_batch[row, column]]
+            expressed = expressed.index_add(0, row, rows[row, column, None] * delta)
+        return expressed, rows
+
+    @torch.no_grad()
+    def ridge_start(self, codes, penalty):
+        """Start every row at its ridge minimiser over its own candidates."""
+        self.weight.copy_(local_ridge_regression(codes, codes, self.neighbors, penalty))
+        return self
+
+    @torch.no_grad()
+    def refresh(self, neighbors, optimizer=None):
+        """Move to new candidate sets, keeping what was learnt where possible.
+
+        A candidate kept from the old set keeps its value (and its optimiser
+        moments); a new one starts at zero.
+
+        Parameters
+        ----------
+        neighbors : torch.Tensor of shape (n_samples, n_nonzero)
+            The new candidates.
+        optimizer : torch.optim.Optimizer, optional
+            Optimiser of :attr:`weight`, whose per-entry state is carried over.
+
+        Returns
+        -------
+        changed : float
+            Fraction of candidates that are new.
+        """
+        neighbors = neighbors.to(self.neighbors.device).long()
+        source, kept = _matching_columns(self.neighbors, neighbors)
+        state = optimizer.state.get(self.weight, {}) if optimizer is not None else {}
+        for tensor in [self.weight.data, *(value for value in state.values()
+                                           if torch.is_tensor(value)
+                                           and value.shape == self.weight.shape)]:
+            tensor.copy_(torch.where(kept, tensor.gather(1, source), 0.0))
+        self.neighbors.copy_(neighbors)
+        return 1.0 - kept.float().mean().item()
+
+    @torch.no_grad()
+    def coefficients(self):
+        """The coefficients as ``(neighbors, values)``, both ``(n_samples, n_nonzero)``."""
+        return self.neighbors.clone(), self.weight.detach().clone()
+
+
+def _matching_columns(old, new, block=4096):
+    """Where each entry of ``new`` sits in the same row of ``old``.
+
+    Returns ``(source, kept)``: ``old[i, source[i, j]] == new[i, j]`` wherever
+    ``kept[i, j]``. Rows are compared in blocks to bound the
+    ``block x k x k`` comparison.
+    """
+    sources, kept = [], []
+    for start in range(0, len(new), block):
+        equal = new[start:start + block, :, None] == old[start:start + block, None, :]
+        kept.append(equal.any(2))
+        sources.append(equal.float().argmax(2))
+    return torch.cat(sources), torch.cat(kept)
+
+
 def floored_penalty(codes, penalty):
     """``penalty``, raised to a tiny fraction of the codes' mean squared norm.
 
     Keeps ridge regressions against ``codes`` solvable when the penalty is
     zero (``lambda_coef=0``) or the codes are rank deficient.
     """
-    return max(float(penalty), 1e-8 * float(codes.pow(2).sum(1).mean()) + 1e-12)
+    # Row norms first: no temporary copy of a (possibly large) code matrix.
+    mean_square = torch.linalg.vector_norm(codes, dim=1).pow(2).mean()
+    return max(float(penalty), 1e-8 * float(mean_square) + 1e-12)
 
 
 @torch.no_grad()
@@ -121,3 +236,40 @@ def ridge_coefficients(codes, penalty):
     coefficients = (weighted * scale[:, None]).to(codes.dtype) @ codes.T
     coefficients.fill_diagonal_(0.0)
     return coefficients
+
+
+@torch.no_grad()
+def local_ridge_regression(queries, codes, neighbors, penalty, block=None):
+    """Ridge coefficients of each query over its candidate codes.
+
+    Row ``i`` solves ``min ||q_i - c Z[neighbors[i]]||^2 + penalty ||c||^2``.
+
+    Parameters
+    ----------
+    queries : torch.Tensor of shape (n_queries, n_features)
+    codes : torch.Tensor of shape (n_samples, n_features)
+    neighbors : torch.Tensor of shape (n_queries, n_nonzero)
+        Candidate indices into ``codes`` of each query.
+    penalty : float
+        Ridge weight; floored as in :func:`floored_penalty`.
+    block : int, optional
+        Queries solved at once; by default as many as keep the gathered
+        ``block x n_nonzero x n_features`` candidates near 64 MiB.
+
+    Returns
+    -------
+    coefficients : torch.Tensor of shape (n_queries, n_nonzero)
+        In the dtype of ``codes``.
+    """
+    penalty = floored_penalty(codes, penalty)
+    if block is None:
+        block = max(1, (1 << 23) // (neighbors.shape[1] * codes.shape[1]))
+    identity = torch.eye(neighbors.shape[1], dtype=torch.float64, device=codes.device)
+    solved = []
+    for start in range(0, len(queries), block):
+        basis = codes[neighbors[start:start + block]].double()
+        query = queries[start:start + block].double()
+        gram = basis @ basis.transpose(1, 2) + penalty * identity
+        target = torch.bmm(basis, query[:, :, None])
+        solved.append(torch.linalg.solve(gram, target).squeeze(2).to(codes.dtype))
+    return torch.cat(solved)

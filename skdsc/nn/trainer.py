@@ -32,7 +32,7 @@ def shuffled_batches(n_samples, batch_size, generator, device):
 
 
 def run_epochs(step, n_samples, *, batch_size, n_epochs, generator, device,
-               verbose=0, phase="train", divergence_hint=""):
+               verbose=0, phase="train", divergence_hint="", start_epoch=0):
     """Run ``n_epochs`` of mini-batch steps and return the per-epoch history.
 
     Parameters
@@ -46,7 +46,7 @@ def run_epochs(step, n_samples, *, batch_size, n_epochs, generator, device,
     batch_size : int or None
         Samples per step; ``None`` is one full batch per epoch.
     n_epochs : int
-        Passes over the data.
+        Epoch to stop after; epochs ``start_epoch + 1`` to ``n_epochs`` are run.
     generator : torch.Generator
         CPU generator that draws the batch permutations.
     device : torch.device
@@ -57,6 +57,8 @@ def run_epochs(step, n_samples, *, batch_size, n_epochs, generator, device,
         Name shown in progress output and stored in the history.
     divergence_hint : str, default=""
         Advice appended to the error raised when a loss is not finite.
+    start_epoch : int, default=0
+        Epochs already run, for a phase trained in several calls.
 
     Returns
     -------
@@ -65,10 +67,10 @@ def run_epochs(step, n_samples, *, batch_size, n_epochs, generator, device,
         every loss term, and ``seconds``.
     """
     history = []
-    bar = tqdm(total=n_epochs, desc=phase, disable=verbose < 1, file=sys.stderr,
-               leave=False)
+    bar = tqdm(total=n_epochs, initial=start_epoch, desc=phase, disable=verbose < 1,
+               file=sys.stderr, leave=False)
     try:
-        for epoch in range(n_epochs):
+        for epoch in range(start_epoch, n_epochs):
             start = time.perf_counter()
             totals = {}
             for indices in shuffled_batches(n_samples, batch_size, generator, device):

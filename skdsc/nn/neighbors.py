@@ -1,0 +1,49 @@
+"""Blockwise nearest-neighbour search among latent codes, on their own device."""
+
+import torch
+import torch.nn.functional as F
+
+# Similarities held at once: a query block times all candidates (256 MiB of float32).
+_BLOCK_ELEMENTS = 1 << 26
+
+
+@torch.no_grad()
+def nearest_neighbors(candidates, n_neighbors, *, queries=None):
+    """Indices of the candidates most similar in angle to each query.
+
+    Similarity is the cosine between codes: subspaces pass through the
+    origin, so the direction of a code, not its length, says which subspace it
+    lies near. Queries are processed in blocks, so memory is
+    ``O(block * n_candidates)``, never ``O(n_queries * n_candidates)``.
+
+    Parameters
+    ----------
+    candidates : torch.Tensor of shape (n_candidates, n_features)
+        Codes to search among (the memory bank).
+    n_neighbors : int
+        Neighbours returned per query; at most ``n_candidates`` (or
+        ``n_candidates - 1`` when ``queries`` is None).
+    queries : torch.Tensor of shape (n_queries, n_features), optional
+        Codes to find neighbours for. None searches the candidates among
+        themselves and never returns a sample as its own neighbour.
+
+    Returns
+    -------
+    indices : torch.Tensor of shape (n_queries, n_neighbors)
+        Int64 candidate indices, most similar first, on the candidates' device.
+    """
+    exclude_self = queries is None
+    limit = len(candidates) - 1 if exclude_self else len(candidates)
+    if not 1 <= n_neighbors <= limit:
+        raise ValueError(f"n_neighbors must be in [1, {limit}], got {n_neighbors}.")
+    keys = F.normalize(candidates.float(), dim=1)
+    queries = keys if exclude_self else F.normalize(queries.float().to(keys.device), dim=1)
+    block = max(1, _BLOCK_ELEMENTS // len(keys))
+    found = []
+    for start in range(0, len(queries), block):
+        similarity = queries[start:start + block] @ keys.T
+        if exclude_self:
+            rows = torch.arange(len(similarity), device=keys.device)
+            similarity[rows, rows + start] = -torch.inf
+        found.append(similarity.topk(n_neighbors, dim=1).indices)
+    return torch.cat(found)
