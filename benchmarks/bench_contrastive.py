@@ -61,10 +61,16 @@ def configurations(args):
     else:
         shown = ["default" if e is None else e for e in (args.pretrain_epochs, args.epochs)]
         name += f" epochs {shown[0]}+{shown[1]}"
+    bdsc, bdsc_name = dict(estimator="bdsc"), "MiniBatchDSC defaults"
+    if args.self_expression:
+        for params in (contrastive, bdsc):
+            params.update(self_expression=args.self_expression)
+        name += f" {args.self_expression}"
+        bdsc_name += f" {args.self_expression}"
     if "contrastive" in args.estimators:
         yield name, contrastive
     if "bdsc" in args.estimators:
-        yield "MiniBatchDSC defaults", dict(estimator="bdsc")
+        yield bdsc_name, bdsc
 
 
 def fit_once(dataset, params, seed, data_dir, device):
@@ -96,6 +102,8 @@ def main():
     parser.add_argument("--input-size", type=int, help="resize images to this many pixels")
     parser.add_argument("--pretrain-epochs", type=int, help="n_pretrain_epochs (default: the estimator's)")
     parser.add_argument("--epochs", type=int, help="n_epochs (default: the estimator's)")
+    parser.add_argument("--self-expression", choices=["dense", "sparse"],
+                        help="self_expression of both estimators (default: their 'auto')")
     parser.add_argument("--workers", type=int, default=1, help="fits run side by side")
     parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda'")
     parser.add_argument("--out", default="benchmarks/results/contrastive_cpu.jsonl")

@@ -39,11 +39,9 @@ FILE = "mnist.npz"
 # Settings of the full-MNIST fits (one epoch is 547 steps of 128 digits, so far
 # fewer epochs than on the small sets); everything else is the default.
 FULL = {
-    "bdsc": dict(n_pretrain_epochs=20, n_epochs=10, refresh_epochs=5),
-    "contrastive": dict(encoder="resnet18", n_pretrain_epochs=6, n_epochs=2,
-                        refresh_epochs=1),
+    "bdsc": dict(n_pretrain_epochs=30, n_epochs=10, refresh_epochs=5),
+    "contrastive": dict(encoder="resnet10t", n_pretrain_epochs=2, n_epochs=1),
 }
-
 
 def load_mnist(data_dir, n_samples=None):
     """All 70,000 digits (train then test), or a stratified subset of ``n_samples``."""

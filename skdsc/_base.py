@@ -148,7 +148,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         "bank_update": [StrOptions(set(BANK_UPDATES))],
         "scale_encoder_lr": ["boolean"],
         "affinity": [StrOptions(set(AFFINITIES))],
-        "threshold": [Interval(Real, 0, 1, closed="right")],
+        "threshold": [Interval(Real, 0, 1, closed="right"), StrOptions({"auto"})],
         "subspace_dim": [Interval(Integral, 1, None, closed="left")],
         "affinity_power": [Interval(Real, 0, None, closed="neither")],
         "device": [str],
@@ -312,7 +312,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         self.coef_ = _coefficient_matrix(coef, n_samples)
         del coef
         self.affinity_matrix_, self.labels_ = coefficients_to_labels(
-            self.coef_, self.n_clusters, affinity=self.affinity, threshold=self.threshold,
+            self.coef_, self.n_clusters, affinity=self.affinity, threshold=self._threshold(mode),
             subspace_dim=self.subspace_dim, power=self.affinity_power, random_state=seed,
         )
         return self
@@ -326,6 +326,15 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
                 f"looked up by sample), got bank_update={self.bank_update!r}."
             )
         return mode
+
+    def _threshold(self, mode):
+        """``threshold``, with ``"auto"`` resolved for the self-expression mode."""
+        if self.threshold != "auto":
+            return self.threshold
+        # A dense row spreads small weights over every sample: keep the largest
+        # 10% of each column's mass, as DSC-Net does. A sparse row already holds
+        # only its n_nonzero candidates; thresholding again cuts the graph apart.
+        return 0.1 if mode == "dense" else 1.0
 
     def _n_candidates(self, n_samples):
         """Candidates per sample in the sparse mode: ``n_nonzero``, at most all others."""

@@ -70,6 +70,25 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         Weight of the coefficient penalty ``||C||^2``.
     lambda_self : float, default=10.0
         Weight of the self-expression penalty ``||Z - CZ||^2``.
+    self_expression : {"auto", "dense", "sparse"}, default="auto"
+        Storage of the coefficients. ``"dense"`` learns the full
+        ``n_samples x n_samples`` matrix (the paper's method; memory and time
+        per epoch grow as ``n_samples**2``). ``"sparse"`` lets each sample use
+        only its ``n_nonzero`` nearest codes (cosine similarity in latent
+        space, itself excluded), so memory and time grow as
+        ``n_samples * n_nonzero``, the affinity is a sparse matrix and spectral
+        clustering uses a sparse eigensolver. ``"auto"`` picks ``"dense"`` for
+        at most 10,000 samples when its memory estimate fits in half of the
+        free memory, ``"sparse"`` otherwise; the choice is in
+        ``self_expression_``. A ``"dense"`` request that cannot fit raises a
+        :class:`MemoryError` with the estimate before any training.
+    n_nonzero : int, default=32
+        Candidates per sample in the sparse mode (at most ``n_samples - 1``).
+    refresh_epochs : int, default=10
+        In the sparse mode, epochs between two searches for the candidates in
+        the current memory bank, so that they follow the encoder; a kept
+        candidate keeps its coefficient, a new one starts at zero. 0 keeps
+        the candidates found after pretraining.
     bank_update : {"index", "fifo"}, default="index"
         How batch codes are written to the memory bank: into the samples' own
         slots, or over the oldest slots as in a queue.
@@ -80,8 +99,11 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
     affinity : {"dsc", "symmetric"}, default="dsc"
         Post-processing of the coefficients: DSC-Net's thresholded,
         SVD-based affinity, or the plain ``|C| + |C|^T``.
-    threshold : float in (0, 1], default=0.1
+    threshold : float in (0, 1] or "auto", default="auto"
         Fraction of each column's l1 mass kept before building the affinity.
+        ``"auto"`` is 0.1 in the dense mode (DSC-Net's thresholding) and 1
+        (keep all) in the sparse mode, whose rows already hold only their
+        ``n_nonzero`` candidates.
     subspace_dim : int, default=6
         Assumed subspace dimension (``affinity="dsc"``).
     affinity_power : float, default=4.0
@@ -99,16 +121,23 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
     ----------
     labels_ : ndarray of shape (n_samples,)
         Cluster of each training sample.
-    affinity_matrix_ : ndarray of shape (n_samples, n_samples)
-        Symmetric, non-negative affinity that was clustered.
-    coef_ : ndarray of shape (n_samples, n_samples)
-        Self-expression coefficients (zero diagonal); row ``i`` rebuilds sample ``i``.
+    affinity_matrix_ : ndarray or scipy.sparse.csr_matrix of shape (n_samples, n_samples)
+        Symmetric, non-negative affinity that was clustered; sparse (with at
+        most ``2 * n_samples * n_nonzero`` entries) in the sparse mode.
+    coef_ : ndarray or scipy.sparse.csr_matrix of shape (n_samples, n_samples)
+        Self-expression coefficients (zero diagonal); row ``i`` rebuilds
+        sample ``i``. Sparse, with ``n_nonzero`` entries per row, in the
+        sparse mode.
+    self_expression_ : {"dense", "sparse"}
+        The self-expression mode used (``self_expression="auto"`` resolved).
     embedding_ : ndarray of shape (n_samples, n_latent)
         Latent codes of the training samples from the final encoder.
     history_ : list of dict
         One entry per epoch (pretraining and self-expression, see ``phase``)
         with the mean loss terms and the seconds it took; an entry with
-        ``phase="restart"`` marks a discarded initialisation (see Notes).
+        ``phase="restart"`` marks a discarded initialisation (see Notes) and
+        one with ``phase="refresh"`` a new search for the sparse candidates
+        (with the fraction of candidates that ``changed``).
     n_iter_ : int
         Epochs of self-expressive training run.
     network_ : torch.nn.Module
@@ -168,7 +197,7 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
                  n_epochs=200, n_pretrain_epochs=200, learning_rate=3e-3,
                  lambda_coef=1.0, lambda_self=10.0, self_expression="auto", n_nonzero=32,
                  refresh_epochs=10, bank_update="index",
-                 scale_encoder_lr=True, affinity="dsc", threshold=0.1, subspace_dim=6,
+                 scale_encoder_lr=True, affinity="dsc", threshold="auto", subspace_dim=6,
                  affinity_power=4.0, device="auto", random_state=None, verbose=0):
         super().__init__(
             n_clusters, image_shape=image_shape, batch_size=batch_size,

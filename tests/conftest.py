@@ -15,7 +15,8 @@ torch.set_num_threads(1)
 SMALL_PARAMS = dict(
     n_clusters=3, hidden_units=(16, 4), hidden_channels=(4,), kernel_sizes=(3,),
     batch_size=16, n_epochs=5, n_pretrain_epochs=5, learning_rate=1e-3,
-    lambda_coef=1.0, lambda_self=1.0, bank_update="index", scale_encoder_lr=True,
+    lambda_coef=1.0, lambda_self=1.0, self_expression="dense", n_nonzero=32,
+    refresh_epochs=10, bank_update="index", scale_encoder_lr=True,
     affinity="dsc", threshold=0.1, subspace_dim=4, affinity_power=2.0,
     device="cpu", random_state=0,
 )
@@ -32,7 +33,8 @@ ACCURATE_PARAMS = dict(
 SMALL_CONTRASTIVE_PARAMS = dict(
     n_clusters=3, encoder="test_resnet", pretrained=False, projection_dim=8,
     temperature=0.5, batch_size=16, n_epochs=3, n_pretrain_epochs=3, learning_rate=1e-3,
-    lambda_coef=1.0, lambda_self=1.0, bank_update="index", scale_encoder_lr=True,
+    lambda_coef=1.0, lambda_self=1.0, self_expression="dense", n_nonzero=32,
+    refresh_epochs=10, bank_update="index", scale_encoder_lr=True,
     affinity="dsc", threshold=0.1, subspace_dim=4, affinity_power=2.0,
     device="cpu", random_state=0,
 )

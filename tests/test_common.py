@@ -10,24 +10,24 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from skdsc import ContrastiveDSC, MiniBatchDeepSubspaceClustering
 
 
-def _small_estimator():
-    return MiniBatchDeepSubspaceClustering(
+def _small_estimator(**overrides):
+    return MiniBatchDeepSubspaceClustering(**{**dict(
         n_clusters=3, hidden_units=(16, 4), batch_size=16, n_epochs=5, n_pretrain_epochs=5,
         learning_rate=1e-3, lambda_coef=1.0, lambda_self=1.0, threshold=0.1,
         subspace_dim=4, affinity_power=2.0, device="cpu", random_state=0,
-    )
+    ), **overrides})
 
 
-def _small_contrastive():
-    return ContrastiveDSC(
+def _small_contrastive(**overrides):
+    return ContrastiveDSC(**{**dict(
         n_clusters=3, encoder="test_resnet", projection_dim=8, batch_size=16, n_epochs=3,
         n_pretrain_epochs=3, learning_rate=1e-3, subspace_dim=4, affinity_power=2.0,
         device="cpu", random_state=0,
-    )
+    ), **overrides})
 
 
 def _expected_failed_checks(estimator):
-    if isinstance(estimator, ContrastiveDSC):
+    if isinstance(estimator, ContrastiveDSC) or estimator.self_expression == "sparse":
         return {}
     return {
         "check_clustering": (
@@ -40,7 +40,12 @@ def _expected_failed_checks(estimator):
     }
 
 
-@parametrize_with_checks([_small_estimator(), _small_contrastive()],
+# The sparse mode (n_nonzero=8 candidates of the checks' 30-odd samples) runs
+# every check too, with its sparse coef_ and affinity_matrix_.
+@parametrize_with_checks([_small_estimator(), _small_contrastive(),
+                          _small_estimator(self_expression="sparse", n_nonzero=8,
+                                           threshold="auto"),
+                          _small_contrastive(self_expression="sparse", n_nonzero=8)],
                          expected_failed_checks=_expected_failed_checks)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

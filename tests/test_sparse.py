@@ -171,9 +171,8 @@ def four_planes():
 def fitted_sparse(four_planes):
     X, _ = four_planes
     params = dict(ACCURATE_PARAMS, n_clusters=4, batch_size=32, n_epochs=40,
-                  refresh_epochs=10)
-    return MiniBatchDeepSubspaceClustering(**params, self_expression="sparse",
-                                           n_nonzero=12).fit(X)
+                  refresh_epochs=10, self_expression="sparse", n_nonzero=12)
+    return MiniBatchDeepSubspaceClustering(**params).fit(X)
 
 
 @pytest.mark.parametrize("batch_size", [None, 16])
@@ -181,8 +180,9 @@ def test_sparse_fit_agrees_with_dense_on_easy_subspaces(easy_data, batch_size):
     X, y = easy_data
     labels = {}
     for mode in ("dense", "sparse"):
-        model = MiniBatchDeepSubspaceClustering(**dict(ACCURATE_PARAMS, batch_size=batch_size),
-                                                self_expression=mode, n_nonzero=10).fit(X)
+        params = dict(ACCURATE_PARAMS, batch_size=batch_size, self_expression=mode,
+                      n_nonzero=10)
+        model = MiniBatchDeepSubspaceClustering(**params).fit(X)
         assert model.self_expression_ == mode
         labels[mode] = model.labels_
     assert adjusted_rand_score(labels["dense"], labels["sparse"]) == 1.0
@@ -333,5 +333,24 @@ def test_dense_that_cannot_fit_fails_before_training(monkeypatch, subspace_data)
     assert small_estimator(self_expression="auto").fit(X).self_expression_ == "sparse"
 
 
-def test_auto_mode_on_small_data_is_dense(fitted_small):
-    assert fitted_small.self_expression_ == "dense"
+def test_auto_mode_on_small_data_is_dense(subspace_data):
+    X, _ = subspace_data
+    model = small_estimator(self_expression="auto", n_epochs=1).fit(X)
+    assert model.self_expression_ == "dense"
+    assert isinstance(model.coef_, np.ndarray)
+
+
+@pytest.mark.parametrize("mode, expected", [("dense", 0.1), ("sparse", 1.0)])
+def test_auto_threshold_follows_the_mode(monkeypatch, subspace_data, mode, expected):
+    seen = []
+    original = base_module.coefficients_to_labels
+
+    def spy(coef, n_clusters, **kwargs):
+        seen.append(kwargs["threshold"])
+        return original(coef, n_clusters, **kwargs)
+
+    monkeypatch.setattr(base_module, "coefficients_to_labels", spy)
+    X, _ = subspace_data
+    small_estimator(self_expression=mode, threshold="auto").fit(X)
+    small_estimator(self_expression=mode, threshold=0.3).fit(X)
+    assert seen == [expected, 0.3]
