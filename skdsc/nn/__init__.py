@@ -4,9 +4,10 @@ from .augment import Augmentation
 from .autoencoder import ConvAutoencoder, MLPAutoencoder
 from .encoders import ProjectionEncoder, create_backbone
 from .memory_bank import MemoryBank
-from .self_expression import DenseSelfExpression
+from .neighbors import nearest_neighbors
+from .self_expression import DenseSelfExpression, SparseSelfExpression
 
 __all__ = [
     "Augmentation", "ConvAutoencoder", "DenseSelfExpression", "MLPAutoencoder", "MemoryBank",
-    "ProjectionEncoder", "create_backbone",
+    "ProjectionEncoder", "SparseSelfExpression", "create_backbone", "nearest_neighbors",
 ]
