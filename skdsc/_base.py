@@ -90,14 +90,22 @@ def check_image_shape(image_shape, n_features):
     return tuple(int(s) for s in shape)
 
 
-def rows_nearly_identical(matrix):
+def rows_nearly_identical(matrix, block=_INFERENCE_CHUNK):
     """Whether every row of a 2-D tensor is (nearly) the same, zero rows included.
 
     The spread of the rows around their mean is compared with their size.
+    Rows are summed in blocks, in float64, so that no copy of the whole
+    matrix is made.
     """
-    matrix = matrix.flatten(1).double()
-    size = matrix.pow(2).sum(dim=1).mean().item()
-    spread = (matrix - matrix.mean(dim=0)).pow(2).sum(dim=1).mean().item()
+    matrix = matrix.flatten(1)
+    total = torch.zeros(matrix.shape[1], dtype=torch.float64, device=matrix.device)
+    size = 0.0
+    for chunk in matrix.split(block):
+        chunk = chunk.double()
+        total += chunk.sum(0)
+        size += chunk.pow(2).sum().item()
+    mean = total / len(matrix)
+    spread = sum((chunk.double() - mean).pow(2).sum().item() for chunk in matrix.split(block))
     return spread <= 1e-8 * size
 
 
@@ -116,7 +124,8 @@ def degenerate_codes(codes):
     -------
     reason : str or None
     """
-    zero_rows = (codes.abs().amax(dim=1) == 0).double().mean().item()
+    zero = (codes.amax(dim=1) == 0) & (codes.amin(dim=1) == 0)
+    zero_rows = zero.double().mean().item()
     if zero_rows > 0.5:
         return f"{zero_rows:.0%} of the samples have an all-zero latent code (dead ReLU units)"
     if rows_nearly_identical(codes):
@@ -406,7 +415,15 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         """Latent codes of ``inputs`` in eval mode, chunk by chunk."""
         was_training = network.training
         network.eval()
-        codes = torch.cat([network.encode(chunk) for chunk in inputs.split(_INFERENCE_CHUNK)])
+        chunks = inputs.split(_INFERENCE_CHUNK)
+        first = network.encode(chunks[0])
+        # Filled in place: concatenating a list would hold the codes twice.
+        codes = first.new_empty((len(inputs), *first.shape[1:]))
+        codes[:len(first)] = first
+        start = len(first)
+        for chunk in chunks[1:]:
+            codes[start:start + len(chunk)] = network.encode(chunk)
+            start += len(chunk)
         network.train(was_training)
         return codes
 
@@ -455,7 +472,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         labels : ndarray of shape (n_samples,)
             Cluster index of each row.
         """
-        codes = torch.as_tensor(self.encode(X), dtype=torch.float64, device=self.device_)
+        codes = torch.as_tensor(self.encode(X), device=self.device_)
         if self.self_expression_ == "sparse":
             labels = self._predict_from_candidates(codes)
         else:
@@ -471,6 +488,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         ]
         labels = []
         for chunk in codes.split(_INFERENCE_CHUNK):
+            chunk = chunk.double()
             coefficients = chunk @ projection
             residuals = torch.stack([
                 (chunk - coefficients[:, idx] @ bank[idx]).pow(2).sum(1)
@@ -484,23 +502,24 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
     def _predict_from_candidates(self, codes):
         bank = torch.as_tensor(self.embedding_, device=self.device_)
         train_labels = torch.as_tensor(self.labels_, device=self.device_)
-        neighbors = nearest_neighbors(bank, min(self.n_nonzero, len(bank)), queries=codes)
+        n_candidates = min(self.n_nonzero, len(bank))
         # Rows per block so that the gathered candidates and the per-cluster
         # rebuilds, (block, n_nonzero or n_clusters, n_latent), stay small.
-        width = max(neighbors.shape[1], self.n_clusters) * bank.shape[1]
-        block = max(1, (1 << 23) // width)
-        coefficients = local_ridge_regression(codes, bank, neighbors, self._ridge_penalty(),
-                                              block=block)
+        block = max(1, (1 << 23) // (max(n_candidates, self.n_clusters) * bank.shape[1]))
         labels = []
-        for start in range(0, len(codes), block):
-            rows = slice(start, start + block)
-            basis = bank[neighbors[rows]].double()
-            members = F.one_hot(train_labels[neighbors[rows]], self.n_clusters).double()
-            # Rebuild of each row from the candidates of each cluster alone; a
-            # cluster without candidates rebuilds nothing (residual ||z||^2).
-            rebuilt = (coefficients[rows].double()[:, :, None] * members).transpose(1, 2) @ basis
-            residuals = (codes[rows, None, :] - rebuilt).pow(2).sum(2)
-            labels.append(residuals.argmin(1))
+        for chunk in codes.split(_INFERENCE_CHUNK):
+            neighbors = nearest_neighbors(bank, n_candidates, queries=chunk)
+            coefficients = local_ridge_regression(chunk, bank, neighbors, self._ridge_penalty(),
+                                                  block=block)
+            for start in range(0, len(chunk), block):
+                rows = slice(start, start + block)
+                basis = bank[neighbors[rows]].double()
+                members = F.one_hot(train_labels[neighbors[rows]], self.n_clusters).double()
+                # Rebuild of each row from the candidates of each cluster alone;
+                # a cluster without candidates rebuilds nothing (residual ||z||^2).
+                weights = (coefficients[rows].double()[:, :, None] * members).transpose(1, 2)
+                residuals = (chunk[rows, None, :].double() - weights @ basis).pow(2).sum(2)
+                labels.append(residuals.argmin(1))
         return torch.cat(labels)
 
     # -- persistence ----------------------------------------------------------

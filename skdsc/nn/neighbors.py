@@ -1,7 +1,6 @@
 """Blockwise nearest-neighbour search among latent codes, on their own device."""
 
 import torch
-import torch.nn.functional as F
 
 # Similarities held at once: a query block times all candidates (256 MiB of float32).
 _BLOCK_ELEMENTS = 1 << 26
@@ -36,14 +35,26 @@ def nearest_neighbors(candidates, n_neighbors, *, queries=None):
     limit = len(candidates) - 1 if exclude_self else len(candidates)
     if not 1 <= n_neighbors <= limit:
         raise ValueError(f"n_neighbors must be in [1, {limit}], got {n_neighbors}.")
-    keys = F.normalize(candidates.float(), dim=1)
-    queries = keys if exclude_self else F.normalize(queries.float().to(keys.device), dim=1)
-    block = max(1, _BLOCK_ELEMENTS // len(keys))
+    if queries is None:
+        queries = candidates
+    queries = queries.to(device=candidates.device, dtype=candidates.dtype)
+    # Cosines from raw products and norms: no normalised copy of the codes,
+    # which can be as large as the memory bank itself.
+    key_norms = _norms(candidates)
+    block = max(1, _BLOCK_ELEMENTS // len(candidates))
     found = []
     for start in range(0, len(queries), block):
-        similarity = queries[start:start + block] @ keys.T
+        chunk = queries[start:start + block]
+        similarity = chunk @ candidates.T
+        similarity /= _norms(chunk)[:, None]
+        similarity /= key_norms[None, :]
         if exclude_self:
-            rows = torch.arange(len(similarity), device=keys.device)
+            rows = torch.arange(len(similarity), device=similarity.device)
             similarity[rows, rows + start] = -torch.inf
         found.append(similarity.topk(n_neighbors, dim=1).indices)
     return torch.cat(found)
+
+
+def _norms(codes):
+    # Zero codes get a tiny norm: their cosines are 0, not NaN.
+    return torch.linalg.vector_norm(codes, dim=1).clamp(min=1e-12)
