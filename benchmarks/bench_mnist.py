@@ -40,7 +40,7 @@ FILE = "mnist.npz"
 # fewer epochs than on the small sets); everything else is the default.
 FULL = {
     "bdsc": dict(n_pretrain_epochs=30, n_epochs=10, refresh_epochs=5),
-    "contrastive": dict(encoder="resnet10t", n_pretrain_epochs=2, n_epochs=1),
+    "contrastive": dict(encoder="resnet10t", n_pretrain_epochs=1, n_epochs=1),
 }
 
 def load_mnist(data_dir, n_samples=None):
@@ -150,6 +150,25 @@ def dense_estimate(n_samples, device):
             "free_mb": min(v for v in free.values() if v is not None) / 2 ** 20}
 
 
+def skipped_dense(job, args):
+    """The record of a dense fit that is not run (with its estimate), or None."""
+    if job["params"]["self_expression"] != "dense":
+        return None
+    n_samples = job["n_samples"] or 70000
+    over = dense_estimate(n_samples, args.device)
+    if over:
+        return {"skipped": "dense estimate exceeds free memory", **over}
+    if args.dense_max is not None and n_samples > args.dense_max:
+        import torch
+
+        from skdsc._memory import dense_memory_estimate
+
+        needed = dense_memory_estimate(n_samples, torch.device(args.device))
+        return {"skipped": f"n above --dense-max {args.dense_max}",
+                "estimate_mb": max(needed.values()) / 2 ** 20, "free_mb": None}
+    return None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kind", nargs="?", choices=["scaling", "full"])
@@ -159,6 +178,8 @@ def main():
     parser.add_argument("--sizes", nargs="+", type=int, default=[2000, 5000, 10000, 20000, 70000])
     parser.add_argument("--pretrain-epochs", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--dense-max", type=int,
+                        help="largest n for a dense scaling fit (larger: estimate only)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2, help="torch threads per fit")
     parser.add_argument("--device", default="cpu")
@@ -174,10 +195,7 @@ def main():
     out.parent.mkdir(parents=True, exist_ok=True)
     for job in jobs:
         job.update(threads=args.threads, device=args.device, data_dir=str(args.data_dir))
-        skipped = (dense_estimate(job["n_samples"] or 70000, args.device)
-                   if job["params"]["self_expression"] == "dense" else None)
-        record = {"skipped": "dense estimate exceeds free memory", **skipped} if skipped \
-            else run_child(job)
+        record = skipped_dense(job, args) or run_child(job)
         record.update({k: job[k] for k in ("kind", "estimator", "seed", "params", "threads")},
                       n_samples=job["n_samples"] or 70000,
                       mode=record.get("mode", job["params"]["self_expression"]),

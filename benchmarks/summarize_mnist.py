@@ -28,8 +28,10 @@ def scaling_table(records):
             "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["n_samples"], r["mode"])):
         if "skipped" in r:
+            reason = (f"{r['free_mb']:,.0f} MB free" if r["free_mb"] is not None
+                      else r["skipped"])
             rows.append(f"| {r['n_samples']:,} | {r['mode']} | not run: estimate "
-                        f"{r['estimate_mb']:,.0f} MB > {r['free_mb']:,.0f} MB free | | | | | | |")
+                        f"{r['estimate_mb']:,.0f} MB ({reason}) | | | | | | |")
             continue
         if "error" in r:
             rows.append(f"| {r['n_samples']:,} | {r['mode']} | failed: {r['error']} | | | | | | |")
