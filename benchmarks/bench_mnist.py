@@ -19,8 +19,8 @@ memory (RSS) is measured alone; labels only score the final labels:
 Usage::
 
     python benchmarks/bench_mnist.py scaling --sizes 2000 5000 10000 20000 70000 \
-        --threads 2 --out benchmarks/results/mnist_scaling.jsonl
-    python benchmarks/bench_mnist.py full --estimator bdsc --seeds 0 1 2 --threads 2 \
+        --dense-max 10000 --threads 1 --out benchmarks/results/mnist_scaling.jsonl
+    python benchmarks/bench_mnist.py full --estimator bdsc --seeds 0 1 2 --threads 1 \
         --out benchmarks/results/mnist_full.jsonl
     python benchmarks/summarize_mnist.py benchmarks/results/mnist_scaling.jsonl
 """

@@ -502,24 +502,24 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
     def _predict_from_candidates(self, codes):
         bank = torch.as_tensor(self.embedding_, device=self.device_)
         train_labels = torch.as_tensor(self.labels_, device=self.device_)
-        n_candidates = min(self.n_nonzero, len(bank))
+        # The search and the ridge solves block their own work, so every row
+        # is handled in one call each (bank norms and penalty computed once).
+        neighbors = nearest_neighbors(bank, min(self.n_nonzero, len(bank)), queries=codes)
         # Rows per block so that the gathered candidates and the per-cluster
         # rebuilds, (block, n_nonzero or n_clusters, n_latent), stay small.
-        block = max(1, (1 << 23) // (max(n_candidates, self.n_clusters) * bank.shape[1]))
+        block = max(1, (1 << 23) // (max(neighbors.shape[1], self.n_clusters) * bank.shape[1]))
+        coefficients = local_ridge_regression(codes, bank, neighbors, self._ridge_penalty(),
+                                              block=block)
         labels = []
-        for chunk in codes.split(_INFERENCE_CHUNK):
-            neighbors = nearest_neighbors(bank, n_candidates, queries=chunk)
-            coefficients = local_ridge_regression(chunk, bank, neighbors, self._ridge_penalty(),
-                                                  block=block)
-            for start in range(0, len(chunk), block):
-                rows = slice(start, start + block)
-                basis = bank[neighbors[rows]].double()
-                members = F.one_hot(train_labels[neighbors[rows]], self.n_clusters).double()
-                # Rebuild of each row from the candidates of each cluster alone;
-                # a cluster without candidates rebuilds nothing (residual ||z||^2).
-                weights = (coefficients[rows].double()[:, :, None] * members).transpose(1, 2)
-                residuals = (chunk[rows, None, :].double() - weights @ basis).pow(2).sum(2)
-                labels.append(residuals.argmin(1))
+        for start in range(0, len(codes), block):
+            rows = slice(start, start + block)
+            basis = bank[neighbors[rows]].double()
+            members = F.one_hot(train_labels[neighbors[rows]], self.n_clusters).double()
+            # Rebuild of each row from the candidates of each cluster alone; a
+            # cluster without candidates rebuilds nothing (residual ||z||^2).
+            weights = (coefficients[rows].double()[:, :, None] * members).transpose(1, 2)
+            residuals = (codes[rows, None, :].double() - weights @ basis).pow(2).sum(2)
+            labels.append(residuals.argmin(1))
         return torch.cat(labels)
 
     # -- persistence ----------------------------------------------------------
