@@ -1,6 +1,7 @@
 """Shared base of the deep subspace clustering estimators."""
 
 import copy
+import os
 import time
 import warnings
 from abc import ABCMeta, abstractmethod
@@ -17,13 +18,14 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._memory import SELF_EXPRESSION_MODES, resolve_self_expression
+from ._checkpoint import FitCheckpoint, TrainingSession, fit_fingerprint
+from ._memory import SELF_EXPRESSION_MODES, explained_out_of_memory, resolve_self_expression
 from .nn.memory_bank import BANK_UPDATES, MemoryBank
 from .nn.neighbors import nearest_neighbors
 from .nn.self_expression import (
     DenseSelfExpression, SparseSelfExpression, floored_penalty, local_ridge_regression,
 )
-from .nn.trainer import batch_plan, run_epochs
+from .nn.trainer import batch_plan
 from .spectral import AFFINITIES, coefficients_to_labels
 
 # Rows encoded at once outside training (prediction, bank refresh).
@@ -161,6 +163,8 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         "subspace_dim": [Interval(Integral, 1, None, closed="left")],
         "affinity_power": [Interval(Real, 0, None, closed="neither")],
         "device": [str],
+        "checkpoint_path": [str, os.PathLike, None],
+        "checkpoint_interval": [Interval(Real, 0, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -169,7 +173,8 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
     def __init__(self, n_clusters, *, image_shape, batch_size, n_epochs, learning_rate,
                  lambda_coef, lambda_self, self_expression, n_nonzero, refresh_epochs,
                  bank_update, scale_encoder_lr, affinity, threshold, subspace_dim,
-                 affinity_power, device, random_state, verbose):
+                 affinity_power, device, checkpoint_path, checkpoint_interval, random_state,
+                 verbose):
         self.n_clusters = n_clusters
         self.image_shape = image_shape
         self.batch_size = batch_size
@@ -187,6 +192,8 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         self.subspace_dim = subspace_dim
         self.affinity_power = affinity_power
         self.device = device
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_interval = checkpoint_interval
         self.random_state = random_state
         self.verbose = verbose
 
@@ -196,18 +203,25 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
     def _build_network(self, input_shape):
         """Return a module with ``encode(x) -> (batch, n_latent)``."""
 
-    def _pretrain(self, network, inputs, generator, device):
-        """Train ``network`` before self-expression; return its history."""
-        return []
+    def _pretrain(self, network, inputs, session):
+        """Train ``network`` before self-expression.
+
+        Implementations run their epochs with ``session.run(step,
+        stage="pretrain", ..., objects=...)``, naming every object the phase
+        changes (the network, optimisers, generators) so that a checkpoint can
+        restore them; ``session.generator`` is the fit's seeded CPU generator.
+        """
 
     @abstractmethod
     def _make_step(self, network, self_expression, coef_optimizer, bank, inputs, n_batches,
                    generator):
-        """Return ``step(indices) -> dict`` doing one optimisation step.
+        """Return ``(step, state)``: one optimisation step and what it changes.
 
-        ``coef_optimizer`` updates ``self_expression`` and must be stepped with
-        the network's optimiser. ``generator`` is the fit's seeded CPU
-        generator, for any randomness the step needs.
+        ``step(indices) -> dict`` does one step; ``coef_optimizer`` updates
+        ``self_expression`` and must be stepped with the network's optimiser.
+        ``state`` names the step's own optimisers and generators (saved in
+        checkpoints). ``generator`` is the fit's seeded CPU generator, for any
+        randomness the step needs.
         """
 
     # Start the coefficients at the ridge minimiser for the pretrained codes
@@ -218,6 +232,10 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         """Say why the pretrained representation cannot be clustered, or None."""
         return degenerate_codes(codes)
 
+    def _memory_remedies(self):
+        """Further parameter changes that lower memory, as phrases."""
+        return []
+
     def _divergence_hint(self):
         return (
             f"Lower learning_rate (now {self.learning_rate}) or lambda_self "
@@ -226,21 +244,23 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
 
     # -- fitting --------------------------------------------------------------
 
-    def _initialise(self, input_shape, inputs, generator, device):
+    def _initialise(self, input_shape, inputs, session):
         """Build and pretrain the network, starting afresh if its codes collapse.
 
         Up to ``_MAX_INITIALISATIONS`` networks are tried, each drawn from the
-        seeded generators, so the outcome stays reproducible.
+        seeded generators, so the outcome stays reproducible. Returns the
+        network and its codes of ``inputs``.
         """
-        history = []
-        for attempt in range(1, _MAX_INITIALISATIONS + 1):
-            network = self._build_network(input_shape).to(device)
-            history += self._pretrain(network, inputs, generator, device)
+        # A resumed fit goes on with the attempt it was interrupted in.
+        for attempt in range(session.attempt, _MAX_INITIALISATIONS + 1):
+            session.attempt = attempt
+            network = self._build_network(input_shape).to(inputs.device)
+            self._pretrain(network, inputs, session)
             codes = self._encode_tensor(network, inputs)
             problem = self._representation_problem(network, codes)
             if problem is None:
                 break
-            history.append({"phase": "restart", "attempt": attempt, "reason": problem})
+            session.history.append({"phase": "restart", "attempt": attempt, "reason": problem})
             if self.verbose:
                 print(f"[{type(self).__name__}] initialisation {attempt}: {problem}; "
                       "starting again from a new initialisation.")
@@ -249,9 +269,9 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
                 f"{type(self).__name__}: after {_MAX_INITIALISATIONS} initialisations "
                 f"{problem}, so the clusters are not meaningful. Use a wider network "
                 "(hidden_channels / hidden_units), a lower learning_rate or another "
-                "random_state.", ConvergenceWarning, stacklevel=3,
+                "random_state.", ConvergenceWarning, stacklevel=4,
             )
-        return network, history, codes
+        return network, codes
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -270,6 +290,19 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         self : object
             The fitted estimator.
         """
+        previous = {name: value for name, value in vars(self).items()
+                    if name.endswith("_") and not name.startswith("__")}
+        try:
+            return self._fit(X)
+        except BaseException:
+            # An interrupted or failed fit (Ctrl-C included) leaves the
+            # estimator as it was before: fitted by the previous fit, or not.
+            for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("__")]:
+                delattr(self, name)
+            vars(self).update(previous)
+            raise
+
+    def _fit(self, X):
         X = self._validate_X(X, reset=True)
         n_samples = X.shape[0]
         if n_samples < self.n_clusters:
@@ -279,42 +312,56 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         input_shape = self._input_shape(X.shape[1])
         device = resolve_device(self.device)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        checkpoint = self._open_checkpoint(X)
+        saved = checkpoint.load() if checkpoint is not None else None
+        if saved is not None:
+            # A random_state that is not an int drew a new seed: keep the
+            # interrupted fit's one.
+            seed, mode = saved["seed"], saved["mode"]
+        else:
+            mode = self._resolve_mode(n_samples, device)
         peak = float(np.max(np.abs(X)))
         # One global scale factor: data given in [0, 255] trains like data in
         # [0, 1], and the loss weights keep one meaning across data sets.
         self.input_scale_ = peak if peak > 0 else 1.0
 
-        mode = self._resolve_mode(n_samples, device)
-
-        with seeded_torch(seed, device):
+        with seeded_torch(seed, device), explained_out_of_memory(self, n_samples, mode, device):
             inputs = self._as_inputs(X, input_shape, device)
             generator = torch.Generator().manual_seed(seed)
-            network, history, codes = self._initialise(input_shape, inputs, generator, device)
-            bank = MemoryBank(codes, update=self.bank_update)
-            del codes  # the bank holds its own copy
-            self_expression = self._self_expression_layer(mode, bank)
-            if self._ridge_start or mode == "sparse":
-                # A sparse row is visited once per epoch (large data sets get
-                # few epochs): start it at its exact minimiser for these codes.
-                self_expression.ridge_start(bank.codes, self._ridge_penalty())
+            session = TrainingSession(checkpoint, saved, generator, device, n_samples,
+                                      self.batch_size, self.verbose,
+                                      meta={"seed": seed, "mode": mode})
+            if session.resumed_stage == "self-expression":
+                network = self._build_network(input_shape).to(device)
+                bank, self_expression = self._restored_self_expression(session, device)
+            else:
+                network, codes = self._initialise(input_shape, inputs, session)
+                bank = MemoryBank(codes, update=self.bank_update)
+                del codes  # the bank holds its own copy
+                self_expression = self._self_expression_layer(mode, bank)
+                if self._ridge_start or mode == "sparse":
+                    # A sparse row is visited once per epoch (large data sets
+                    # get few epochs): start it at its exact minimiser.
+                    self_expression.ridge_start(bank.codes, self._ridge_penalty())
             coef_optimizer = torch.optim.SparseAdam(self_expression.parameters(),
                                                     lr=self.learning_rate)
             _, n_batches = batch_plan(n_samples, self.batch_size)
-            step = self._make_step(network, self_expression, coef_optimizer, bank, inputs,
-                                   n_batches, generator)
-            history += self._train_self_expression(step, self_expression, coef_optimizer,
-                                                   bank, generator, device)
+            step, step_state = self._make_step(network, self_expression, coef_optimizer, bank,
+                                               inputs, n_batches, generator)
+            objects = {"network": network, "bank": bank, "self_expression": self_expression,
+                       "coef_optimizer": coef_optimizer, **step_state}
+            self._train_self_expression(step, objects, session)
             codes = self._encode_tensor(network, inputs)
             coef = self_expression.coefficients()
             # The optimiser state (two moments per coefficient) is no longer
             # needed: free it before the post-processing allocates its arrays.
-            del step, self_expression, coef_optimizer, bank
+            del step, step_state, objects, self_expression, coef_optimizer, bank
 
         network.eval()
         self.network_ = network
         self.device_ = device
         self.self_expression_ = mode
-        self.history_ = history
+        self.history_ = session.history
         self.n_iter_ = self.n_epochs
         self.embedding_ = codes.cpu().numpy()
         del codes
@@ -324,7 +371,28 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             self.coef_, self.n_clusters, affinity=self.affinity, threshold=self._threshold(mode),
             subspace_dim=self.subspace_dim, power=self.affinity_power, random_state=seed,
         )
+        if checkpoint is not None:
+            checkpoint.remove()
         return self
+
+    def _open_checkpoint(self, X):
+        """The fit's :class:`FitCheckpoint`, or None without ``checkpoint_path``."""
+        if self.checkpoint_path is None:
+            return None
+        return FitCheckpoint(self.checkpoint_path, fit_fingerprint(self, X),
+                             self.checkpoint_interval)
+
+    def _restored_self_expression(self, session, device):
+        """Memory bank and self-expressive layer shaped as in the checkpoint.
+
+        Their values are loaded when the session resumes the phase.
+        """
+        codes = session.saved_state("bank")["codes"].to(device)
+        bank = MemoryBank(codes, update=self.bank_update)
+        layer = session.saved_state("self_expression")
+        if "neighbors" in layer:
+            return bank, SparseSelfExpression(layer["neighbors"].to(device))
+        return bank, DenseSelfExpression(bank.n_slots).to(device)
 
     def _resolve_mode(self, n_samples, device):
         """``"dense"`` or ``"sparse"``, checked before any training."""
@@ -356,30 +424,29 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         neighbors = nearest_neighbors(bank.codes, self._n_candidates(n_samples))
         return SparseSelfExpression(neighbors)
 
-    def _train_self_expression(self, step, self_expression, coef_optimizer, bank, generator,
-                               device):
+    def _train_self_expression(self, step, objects, session):
         """Run the self-expressive epochs; refresh sparse candidates on schedule.
 
-        Every ``refresh_epochs`` epochs (sparse mode) the candidates become the
-        nearest codes in the current bank, so they follow the encoder.
+        Every ``refresh_epochs`` epochs (sparse mode, not after the last one)
+        the candidates become the nearest codes in the current bank, so they
+        follow the encoder.
         """
-        refresh = self.refresh_epochs if isinstance(self_expression, SparseSelfExpression) else 0
-        history, done = [], 0
-        while True:
-            stop = min(done + refresh, self.n_epochs) if refresh else self.n_epochs
-            history += run_epochs(
-                step, bank.n_slots, batch_size=self.batch_size, n_epochs=stop,
-                start_epoch=done, generator=generator, device=device, verbose=self.verbose,
-                phase="self-expression", divergence_hint=self._divergence_hint(),
-            )
-            done = stop
-            if done >= self.n_epochs:
-                return history
+        self_expression, bank = objects["self_expression"], objects["bank"]
+        sparse_layer = isinstance(self_expression, SparseSelfExpression)
+        refresh = self.refresh_epochs if sparse_layer else 0
+
+        def refresh_candidates(epoch, history):
+            if not refresh or epoch % refresh or epoch >= self.n_epochs:
+                return
             start = time.perf_counter()
             neighbors = nearest_neighbors(bank.codes, self_expression.neighbors.shape[1])
-            changed = self_expression.refresh(neighbors, coef_optimizer)
-            history.append({"epoch": done, "phase": "refresh", "changed": changed,
+            changed = self_expression.refresh(neighbors, objects["coef_optimizer"])
+            history.append({"epoch": epoch, "phase": "refresh", "changed": changed,
                             "seconds": time.perf_counter() - start})
+
+        session.run(step, stage="self-expression", n_epochs=self.n_epochs, objects=objects,
+                    divergence_hint=self._divergence_hint(), on_epoch_end=refresh_candidates,
+                    save_at_start=True)
 
     def _validate_X(self, X, *, reset):
         """``validate_data`` for fit (``reset=True``) and for new data."""

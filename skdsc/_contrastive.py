@@ -12,7 +12,6 @@ from .nn.augment import Augmentation
 from .nn.encoders import ProjectionEncoder, channel_statistics, create_backbone
 from .nn.losses import (coefficient_loss, info_nce_loss, paired_info_nce_loss,
                         self_expression_loss)
-from .nn.trainer import run_epochs
 
 
 def _device_generator(generator, device):
@@ -151,6 +150,20 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
     device : {"auto", "cpu", "cuda"} or str, default="auto"
         Training device; ``"auto"`` uses CUDA when present. Augmentations run
         there too.
+    checkpoint_path : str, os.PathLike or None, default=None
+        File in which ``fit`` saves its training state (network, optimisers,
+        memory bank, coefficients, random generators) at the end of epochs.
+        When the file exists, ``fit`` resumes from it instead of starting
+        again and, with the same ``X``, parameters and an int
+        ``random_state``, ends with the same model as an uninterrupted fit (on
+        the CPU). A file written by another fit, or a corrupt one, raises
+        ``ValueError``; the file is deleted when ``fit`` finishes. Use one
+        path per fit (not in a parallel grid search). See
+        :ref:`checkpointing`.
+    checkpoint_interval : float, default=60.0
+        Least number of seconds between two checkpoints (besides the one at
+        the start of self-expressive training and the one at the end of each
+        phase); 0 saves after every epoch.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, augmentations, batch order and spectral
         clustering. The same seed gives the same labels on the CPU; on CUDA
@@ -236,7 +249,8 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
                  lambda_coef=1.0, lambda_self=10.0, self_expression="auto", n_nonzero=32,
                  refresh_epochs=10, bank_update="index",
                  scale_encoder_lr=True, affinity="dsc", threshold="auto", subspace_dim=6,
-                 affinity_power=4.0, device="auto", random_state=None, verbose=0):
+                 affinity_power=4.0, device="auto", checkpoint_path=None,
+                 checkpoint_interval=60.0, random_state=None, verbose=0):
         super().__init__(
             n_clusters, image_shape=image_shape, batch_size=batch_size,
             n_epochs=n_epochs, learning_rate=learning_rate, lambda_coef=lambda_coef,
@@ -244,6 +258,7 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
             refresh_epochs=refresh_epochs, bank_update=bank_update,
             scale_encoder_lr=scale_encoder_lr, affinity=affinity, threshold=threshold,
             subspace_dim=subspace_dim, affinity_power=affinity_power, device=device,
+            checkpoint_path=checkpoint_path, checkpoint_interval=checkpoint_interval,
             random_state=random_state, verbose=verbose,
         )
         self.encoder = encoder
@@ -303,11 +318,14 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
             network.freeze_backbone()
         return network
 
+    def _memory_remedies(self):
+        return ["a smaller input_size or encoder", "freeze_encoder=True"]
+
     # -- training -------------------------------------------------------------
 
-    def _pretrain(self, network, inputs, generator, device):
+    def _pretrain(self, network, inputs, session):
         augment = self._augmentation()
-        views = _device_generator(generator, device)
+        views = _device_generator(session.generator, session.device)
         optimizer = torch.optim.Adam(_trainable(network), lr=self.learning_rate)
 
         def step(indices):
@@ -319,9 +337,9 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
             optimizer.step()
             return {"loss": loss.detach()}
 
-        return run_epochs(
-            step, len(inputs), batch_size=self.batch_size, n_epochs=self.n_pretrain_epochs,
-            generator=generator, device=device, verbose=self.verbose, phase="pretrain",
+        session.run(
+            step, stage="pretrain", n_epochs=self.n_pretrain_epochs,
+            objects={"network": network, "optimizer": optimizer, "views": views},
             divergence_hint=f"Lower learning_rate (now {self.learning_rate}) or raise "
                             f"temperature (now {self.temperature}).",
         )
@@ -358,4 +376,4 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
                 "self_expression": self_expr.detach(), "coefficient": coefficient.detach(),
             }
 
-        return step
+        return step, {"optimizer": optimizer, "views": views}

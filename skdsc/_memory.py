@@ -1,6 +1,7 @@
 """Memory estimates that choose between dense and sparse self-expression."""
 
 import os
+from contextlib import contextmanager
 
 import torch
 
@@ -18,6 +19,9 @@ AUTO_DENSE_MEMORY_SHARE = 0.5
 # 3,765 MB of peak RSS (about 34 bytes per pair beyond the fixed costs).
 _DENSE_TRAINING_BYTES_PER_PAIR = 16
 _DENSE_POSTPROCESSING_BYTES_PER_PAIR = 40
+# Bytes per candidate of the sparse mode while training: int64 index, float32
+# value, gradient and two Adam moments.
+_SPARSE_TRAINING_BYTES_PER_CANDIDATE = 24
 
 
 def dense_memory_estimate(n_samples, device):
@@ -120,4 +124,67 @@ def resolve_self_expression(mode, n_samples, device, *, available=None):
 
 
 def _gib(n_bytes):
+    if n_bytes < 2 ** 30:
+        return f"{n_bytes / 2 ** 20:.1f} MiB"
     return f"{n_bytes / 2 ** 30:.1f} GiB"
+
+
+def self_expression_memory_estimate(n_samples, mode, n_nonzero):
+    """Bytes of the coefficients and their optimiser state while training.
+
+    Parameters
+    ----------
+    n_samples : int
+    mode : {"dense", "sparse"}
+    n_nonzero : int
+        Candidates per sample of the sparse mode.
+
+    Returns
+    -------
+    n_bytes : int
+    """
+    if mode == "dense":
+        return _DENSE_TRAINING_BYTES_PER_PAIR * n_samples ** 2
+    return _SPARSE_TRAINING_BYTES_PER_CANDIDATE * n_samples * min(n_nonzero, n_samples - 1)
+
+
+def _is_out_of_memory(exc):
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    # The CPU allocator raises a plain RuntimeError.
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+@contextmanager
+def explained_out_of_memory(estimator, n_samples, mode, device):
+    """Turn an out-of-memory error of training into one that says what to change.
+
+    The :class:`MemoryError` raised names the device, the estimated memory of
+    the self-expression state and the parameters that reduce memory, and
+    chains the original error.
+    """
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        needed = self_expression_memory_estimate(n_samples, mode, estimator.n_nonzero)
+        remedies = [f"a smaller batch_size (now {estimator.batch_size}; activations grow "
+                    "with it)"]
+        if mode == "dense":
+            remedies.append("self_expression='sparse' (memory grows as n_samples * "
+                            f"n_nonzero instead of n_samples**2; n_nonzero is now "
+                            f"{estimator.n_nonzero})")
+        else:
+            remedies.append(f"a smaller n_nonzero (now {estimator.n_nonzero})")
+        remedies += estimator._memory_remedies()
+        if device.type == "cuda":
+            remedies.append("device='cpu' (main memory is usually larger)")
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MemoryError(
+            f"{type(estimator).__name__} ran out of memory on {device} during fit "
+            f"({first_line}). With n_samples={n_samples} and self_expression={mode!r} the "
+            f"coefficients and their optimiser state alone need about {_gib(needed)}, "
+            "besides the network, its activations and the memory bank. To use less "
+            f"memory, try {'; '.join(remedies)}."
+        ) from exc

@@ -228,13 +228,13 @@ def test_sparse_fit_keeps_memory_linear(monkeypatch, subspace_data):
     seen = {}
     original = base_module.BaseDeepSubspaceClustering._train_self_expression
 
-    def spy(self, step, layer, optimizer, *args):
-        history = original(self, step, layer, optimizer, *args)
+    def spy(self, step, objects, session):
+        original(self, step, objects, session)
+        layer, optimizer = objects["self_expression"], objects["coef_optimizer"]
         state = optimizer.state[layer.weight]
         tensors = [layer.weight, layer.neighbors,
                    *(t for t in state.values() if torch.is_tensor(t))]
         seen[len(layer.neighbors)] = max(t.numel() for t in tensors)
-        return history
 
     monkeypatch.setattr(base_module.BaseDeepSubspaceClustering, "_train_self_expression", spy)
     X, _ = subspace_data

@@ -64,3 +64,19 @@ class MemoryBank:
         if self.update == "fifo":
             self._head = (self._head + len(indices)) % self.n_slots
         return slots
+
+    def state_dict(self):
+        """Codes, owners and queue position, for a checkpoint."""
+        return {"codes": self.codes, "owners": self.owners, "head": self._head}
+
+    @torch.no_grad()
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` returned (same number of slots and width)."""
+        if state["codes"].shape != self.codes.shape:
+            raise ValueError(
+                f"The saved bank holds codes of shape {tuple(state['codes'].shape)}, this "
+                f"bank {tuple(self.codes.shape)}."
+            )
+        self.codes.copy_(state["codes"])
+        self.owners.copy_(state["owners"])
+        self._head = int(state["head"])

@@ -32,7 +32,7 @@ def shuffled_batches(n_samples, batch_size, generator, device):
 
 
 def run_epochs(step, n_samples, *, batch_size, n_epochs, generator, device,
-               verbose=0, phase="train", divergence_hint="", start_epoch=0):
+               verbose=0, phase="train", divergence_hint="", start_epoch=0, on_epoch_end=None):
     """Run ``n_epochs`` of mini-batch steps and return the per-epoch history.
 
     Parameters
@@ -58,7 +58,10 @@ def run_epochs(step, n_samples, *, batch_size, n_epochs, generator, device,
     divergence_hint : str, default=""
         Advice appended to the error raised when a loss is not finite.
     start_epoch : int, default=0
-        Epochs already run, for a phase trained in several calls.
+        Epochs already run, for a phase trained in several calls or resumed.
+    on_epoch_end : callable, optional
+        ``on_epoch_end(epoch, history)`` after each epoch (``epoch`` counts
+        from 1); it may append records of its own to ``history``.
 
     Returns
     -------
@@ -67,6 +70,7 @@ def run_epochs(step, n_samples, *, batch_size, n_epochs, generator, device,
         every loss term, and ``seconds``.
     """
     history = []
+    started = time.perf_counter()
     bar = tqdm(total=n_epochs, initial=start_epoch, desc=phase, disable=verbose < 1,
                file=sys.stderr, leave=False)
     try:
@@ -87,13 +91,26 @@ def run_epochs(step, n_samples, *, batch_size, n_epochs, generator, device,
             record.update({name: value / n_samples for name, value in totals.items()})
             record["seconds"] = time.perf_counter() - start
             history.append(record)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, history)
             bar.set_postfix(loss=f"{record['loss']:.4g}")
             bar.update()
             if verbose >= 2:
                 terms = ", ".join(f"{k}={v:.4g}" for k, v in record.items()
                                   if k not in ("epoch", "phase", "seconds"))
+                per_epoch = (time.perf_counter() - started) / (epoch + 1 - start_epoch)
+                left = format_duration(per_epoch * (n_epochs - epoch - 1))
                 bar.write(f"[{phase}] epoch {epoch + 1}/{n_epochs}: {terms} "
-                          f"({record['seconds']:.2f} s)", file=sys.stderr)
+                          f"({record['seconds']:.2f} s, {left} left)", file=sys.stderr)
     finally:
         bar.close()
     return history
+
+
+def format_duration(seconds):
+    """``seconds`` as ``"1h02m"``, ``"3m05s"`` or ``"4.2s"``."""
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+    if seconds >= 60:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{seconds:.1f}s"
