@@ -1,10 +1,26 @@
-"""Loaders for the standard subspace clustering files and synthetic data."""
+"""Loaders for the standard subspace clustering files and synthetic data.
+
+Fetchers (download on first use, verify the sha256, cache in :func:`get_data_home`):
+
+- :func:`fetch_orl`: ORL faces, 32x32, 40 classes.
+- :func:`fetch_coil20`: COIL-20 objects, 32x32 grayscale, 20 classes.
+- :func:`fetch_coil100`: COIL-100 objects from the original PNG files, 100 classes.
+- :func:`fetch_mnist`: MNIST digits, 28x28, 10 classes.
+- :func:`get_data_home`: the folder where downloaded files are kept.
+
+Loaders of local files: :func:`load_mat`, :func:`load_npz`. Synthetic data:
+:func:`make_subspaces`.
+"""
 
 from pathlib import Path
 
 import numpy as np
 from scipy.io import loadmat
 from sklearn.utils import check_random_state
+
+from ._fetchers import (  # noqa: F401  (re-exported)
+    fetch_coil20, fetch_coil100, fetch_mnist, fetch_orl, get_data_home,
+)
 
 
 def load_mat(path, image_shape, *, data_key="fea", target_key="gnd"):
