@@ -120,9 +120,11 @@ class FitCheckpoint:
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:
+            # torch's own message is long and suggests weights_only=False,
+            # which would run whatever code the file holds: keep it chained.
             raise CheckpointError(
-                f"The checkpoint {str(self.path)!r} cannot be read ({type(exc).__name__}: "
-                f"{exc}); it is corrupt or not a skdsc checkpoint. {remedy}"
+                f"The checkpoint {str(self.path)!r} cannot be read ({type(exc).__name__}); "
+                f"it is corrupt or not a skdsc checkpoint. {remedy}"
             ) from exc
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise CheckpointError(
