@@ -61,6 +61,15 @@ def interrupt_at_step(monkeypatch, estimator_class, phase, at_call):
     return calls
 
 
+def leave_checkpoint(model, X):
+    """Fit ``model`` (which has a checkpoint_path) and interrupt it mid-training."""
+    with pytest.MonkeyPatch.context() as mp:
+        interrupt_at_step(mp, type(model), "self-expression", 5)
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(X)
+    assert Path(model.checkpoint_path).exists()
+
+
 # -- resuming ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["bdsc", "contrastive"])
@@ -195,10 +204,7 @@ def test_truncated_checkpoint_is_refused(tmp_path, subspace_data):
     X, _ = subspace_data
     path = tmp_path / "fit.ckpt"
     model = small_estimator(checkpoint_path=path, checkpoint_interval=0)
-    with pytest.MonkeyPatch.context() as mp:
-        interrupt_at_step(mp, MiniBatchDeepSubspaceClustering, "self-expression", 5)
-        with pytest.raises(KeyboardInterrupt):
-            model.fit(X)
+    leave_checkpoint(model, X)
     saved_bytes = path.read_bytes()
     path.write_bytes(saved_bytes[: len(saved_bytes) // 2])
     with pytest.raises(CheckpointError, match="corrupt"):
@@ -235,10 +241,7 @@ def test_malicious_pickle_is_not_executed(tmp_path, subspace_data):
 def test_checkpoint_of_another_fit_is_refused(tmp_path, subspace_data, change):
     X, _ = subspace_data
     path = tmp_path / "fit.ckpt"
-    with pytest.MonkeyPatch.context() as mp:
-        interrupt_at_step(mp, MiniBatchDeepSubspaceClustering, "self-expression", 5)
-        with pytest.raises(KeyboardInterrupt):
-            small_estimator(checkpoint_path=path, checkpoint_interval=0).fit(X)
+    leave_checkpoint(small_estimator(checkpoint_path=path, checkpoint_interval=0), X)
     if change == "parameters":
         other, data = small_estimator(checkpoint_path=path, lambda_self=2.0), X
     elif change == "data":
@@ -254,10 +257,7 @@ def test_checkpoint_of_another_fit_is_refused(tmp_path, subspace_data, change):
 def test_parameters_that_do_not_change_the_fit_may_differ(tmp_path, subspace_data):
     X, _ = subspace_data
     path = tmp_path / "fit.ckpt"
-    with pytest.MonkeyPatch.context() as mp:
-        interrupt_at_step(mp, MiniBatchDeepSubspaceClustering, "self-expression", 5)
-        with pytest.raises(KeyboardInterrupt):
-            small_estimator(checkpoint_path=path, checkpoint_interval=0).fit(X)
+    leave_checkpoint(small_estimator(checkpoint_path=path, checkpoint_interval=0), X)
     resumed = small_estimator(checkpoint_path=str(path), checkpoint_interval=30.0,
                               verbose=0).fit(X)
     assert_same_model(resumed, small_estimator().fit(X))
