@@ -1,4 +1,6 @@
-"""Deep subspace clustering of handwritten digits.
+"""
+Deep subspace clustering of handwritten digits
+==============================================
 
 This example clusters scikit-learn's bundled 8x8 handwritten digits (1797
 images, 10 classes; no download needed) with
@@ -27,9 +29,13 @@ Run it with::
     python examples/plot_digits.py                 # about 10 s on an idle 2-core CPU
     python examples/plot_digits.py --quick         # a few epochs, a smoke test
     python examples/plot_digits.py --output out.png
+
+``--quick`` is also turned on by the environment variable
+``SKDSC_EXAMPLES_QUICK=1``.
 """
 
 import argparse
+import os
 import time
 
 import matplotlib
@@ -44,6 +50,8 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 
 from skdsc import MiniBatchDeepSubspaceClustering  # noqa: E402
 from skdsc.metrics import clustering_accuracy  # noqa: E402
+
+DESCRIPTION = "Deep subspace clustering of handwritten digits."
 
 N_SHOWN = 10  # images shown per cluster
 
@@ -60,14 +68,19 @@ def parse_args(argv=None):
     -------
     args : argparse.Namespace
     """
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--quick", action="store_true",
                         help="train for a few epochs only (a fast smoke test)")
     parser.add_argument("--output", default="digits_clusters.png",
-                        help="path of the figure to write (default: %(default)s)")
+                        help="path of the figure to write, '' to write none (default: %(default)s)")
     parser.add_argument("--device", default="auto",
                         help="'auto', 'cpu' or 'cuda' (default: %(default)s)")
-    return parser.parse_args(argv)
+    # parse_known_args: sphinx-gallery, which runs the examples for the
+    # documentation, passes arguments of its own.
+    args, _ = parser.parse_known_args(argv)
+    # SKDSC_EXAMPLES_QUICK=1 in the environment also asks for the quick settings.
+    args.quick = args.quick or os.environ.get("SKDSC_EXAMPLES_QUICK", "0") not in ("", "0")
+    return args
 
 
 def match_clusters(labels_true, labels_pred, n_clusters):
@@ -149,8 +162,8 @@ def plot_clusters(images, labels, affinity, order, matched, path):
     ax.set_ylabel("sample")
     right.colorbar(im, ax=ax, shrink=0.8)
     left.supylabel("matched digit (cluster size)", fontsize=10)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if path:
+        fig.savefig(path, dpi=110)
 
 
 def main(argv=None):
@@ -200,7 +213,8 @@ def main(argv=None):
 
     plot_clusters(X_train.reshape(-1, 8, 8), model.labels_, model.affinity_matrix_,
                   order, matched, args.output)
-    print(f"figure written to {args.output}")
+    if args.output:
+        print(f"figure written to {args.output}")
 
 
 if __name__ == "__main__":

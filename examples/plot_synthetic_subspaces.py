@@ -1,4 +1,6 @@
-"""Clustering points drawn from a union of linear subspaces.
+"""
+Clustering points drawn from a union of linear subspaces
+========================================================
 
 :func:`skdsc.datasets.make_subspaces` draws samples from five random
 3-dimensional subspaces of a 30-dimensional space. All subspaces pass through
@@ -20,9 +22,13 @@ Run it with::
     python examples/plot_synthetic_subspaces.py            # a few seconds
     python examples/plot_synthetic_subspaces.py --quick    # a smoke test
     python examples/plot_synthetic_subspaces.py --output out.png
+
+``--quick`` is also turned on by the environment variable
+``SKDSC_EXAMPLES_QUICK=1``.
 """
 
 import argparse
+import os
 import time
 
 import matplotlib
@@ -36,6 +42,8 @@ from sklearn.metrics import normalized_mutual_info_score  # noqa: E402
 from skdsc import MiniBatchDeepSubspaceClustering  # noqa: E402
 from skdsc.datasets import make_subspaces  # noqa: E402
 from skdsc.metrics import clustering_accuracy  # noqa: E402
+
+DESCRIPTION = "Clustering points drawn from a union of linear subspaces."
 
 N_CLUSTERS = 5
 
@@ -52,14 +60,19 @@ def parse_args(argv=None):
     -------
     args : argparse.Namespace
     """
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--quick", action="store_true",
                         help="train for a few epochs only (a fast smoke test)")
     parser.add_argument("--output", default="synthetic_subspaces.png",
-                        help="path of the figure to write (default: %(default)s)")
+                        help="path of the figure to write, '' to write none (default: %(default)s)")
     parser.add_argument("--device", default="auto",
                         help="'auto', 'cpu' or 'cuda' (default: %(default)s)")
-    return parser.parse_args(argv)
+    # parse_known_args: sphinx-gallery, which runs the examples for the
+    # documentation, passes arguments of its own.
+    args, _ = parser.parse_known_args(argv)
+    # SKDSC_EXAMPLES_QUICK=1 in the environment also asks for the quick settings.
+    args.quick = args.quick or os.environ.get("SKDSC_EXAMPLES_QUICK", "0") not in ("", "0")
+    return args
 
 
 def plot_results(coef, y, scores, path):
@@ -103,8 +116,8 @@ def plot_results(coef, y, scores, path):
     ax_bar.set_ylim(0, 1.1)
     ax_bar.set_title("Agreement with the true subspaces")
     ax_bar.legend(loc="upper left")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if path:
+        fig.savefig(path, dpi=110)
 
 
 def main(argv=None):
@@ -151,7 +164,8 @@ def main(argv=None):
     print(f"deep subspace clustering fit time: {fit_seconds:.1f} s on {model.device_}")
 
     plot_results(model.coef_, y, scores, args.output)
-    print(f"figure written to {args.output}")
+    if args.output:
+        print(f"figure written to {args.output}")
 
 
 if __name__ == "__main__":
