@@ -43,7 +43,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from skdsc import MiniBatchDeepSubspaceClustering
-from skdsc.datasets import load_mat
+from skdsc.datasets import fetch_coil20, load_mat
 from skdsc.metrics import clustering_accuracy
 from skdsc.nn.trainer import batch_plan
 
@@ -56,8 +56,12 @@ args, _ = parser.parse_known_args()  # sphinx-gallery passes arguments of its ow
 QUICK = args.quick or os.environ.get("SKDSC_EXAMPLES_QUICK", "0") not in ("", "0")
 
 
-def data_file(name, data_dir=None):
-    """Path of a data file: ``data_dir``, ``$SKDSC_DATA_DIR``, or ``../shared/data``."""
+def load_images(name, data_dir=None):
+    """``(X, y)`` from ``name`` in ``data_dir``, ``$SKDSC_DATA_DIR`` or ``../shared/data``.
+
+    When the file is in none of them, :func:`skdsc.datasets.fetch_coil20` downloads
+    it (once, checksum-verified) into :func:`skdsc.datasets.get_data_home`.
+    """
     data_dir = data_dir or os.environ.get("SKDSC_DATA_DIR")
     if not data_dir:
         # Next to the repository; sphinx-gallery defines no __file__ but puts
@@ -65,19 +69,13 @@ def data_file(name, data_dir=None):
         script = Path(globals().get("__file__") or sys.argv[0]).resolve()
         data_dir = script.parent.parent.parent / "shared" / "data"
     path = Path(data_dir) / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{name} was not found in {Path(data_dir).resolve()}. Download it from "
-            "https://raw.githubusercontent.com/panji530/Deep-subspace-clustering-networks/"
-            f"master/Data/{name} (the data of DSC-Net, Ji et al. 2017), or with "
-            f"skdsc.datasets.fetch_coil20(), which saves it in skdsc.datasets.get_data_home(); "
-            "then pass its folder with --data-dir DIR or the environment variable "
-            "SKDSC_DATA_DIR=DIR."
-        )
-    return path
+    if path.is_file():
+        return load_mat(path, image_shape=(32, 32))
+    print(f"{name} is not in {Path(data_dir).resolve()}; downloading it.")
+    return fetch_coil20(return_X_y=True)
 
 
-X, y = load_mat(data_file("COIL20.mat", args.data_dir), image_shape=(32, 32))
+X, y = load_images("COIL20.mat", args.data_dir)
 n_samples = len(X)
 
 if QUICK:
