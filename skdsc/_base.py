@@ -290,17 +290,21 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         self : object
             The fitted estimator.
         """
-        previous = {name: value for name, value in vars(self).items()
-                    if name.endswith("_") and not name.startswith("__")}
+        previous = self._fitted_attributes()
         try:
             return self._fit(X)
         except BaseException:
             # An interrupted or failed fit (Ctrl-C included) leaves the
             # estimator as it was before: fitted by the previous fit, or not.
-            for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("__")]:
+            for name in self._fitted_attributes():
                 delattr(self, name)
             vars(self).update(previous)
             raise
+
+    def _fitted_attributes(self):
+        """Attributes set by ``fit`` (trailing underscore), by name."""
+        return {name: value for name, value in vars(self).items()
+                if name.endswith("_") and not name.startswith("__")}
 
     def _fit(self, X):
         X = self._validate_X(X, reset=True)

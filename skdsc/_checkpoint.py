@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .nn.trainer import run_epochs
+
 FORMAT = "skdsc-fit-checkpoint"
 VERSION = 1
 # Parameters that do not change what a fit computes: a resumed fit may differ
@@ -211,7 +213,7 @@ class TrainingSession:
         self.verbose = verbose
         self.meta = meta
         self.history = list(saved["history"]) if saved else []
-        self.attempt = saved.get("attempt", 1) if saved else 1
+        self.attempt = saved["attempt"] if saved else 1
 
     @property
     def resumed_stage(self):
@@ -242,8 +244,6 @@ class TrainingSession:
         save_at_start : bool, default=False
             Also save before the first epoch (the phase's setup is costly).
         """
-        from .nn.trainer import run_epochs
-
         start, earlier = 0, []
         if self._saved is not None and self._saved["stage"] == stage:
             start, earlier = self._restore(objects)

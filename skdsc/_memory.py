@@ -149,10 +149,9 @@ def self_expression_memory_estimate(n_samples, mode, n_nonzero):
 
 
 def _is_out_of_memory(exc):
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    # The CPU allocator raises a plain RuntimeError.
-    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    # torch.OutOfMemoryError (CUDA) is a RuntimeError; the CPU allocator
+    # raises a plain RuntimeError.
+    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
 
 
 @contextmanager
@@ -165,7 +164,7 @@ def explained_out_of_memory(estimator, n_samples, mode, device):
     """
     try:
         yield
-    except (torch.OutOfMemoryError, RuntimeError) as exc:
+    except RuntimeError as exc:
         if not _is_out_of_memory(exc):
             raise
         needed = self_expression_memory_estimate(n_samples, mode, estimator.n_nonzero)
