@@ -87,6 +87,28 @@ def measure(model, X, y):
     }
 
 
+def affinity_scores(model, y, seed):
+    """ACC and NMI of labels rebuilt from ``coef_`` with each affinity.
+
+    Run after the peak RSS is read, so that these extra post-processings do
+    not count in it; the threshold is the ``"auto"`` one of the fitted mode.
+    """
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from skdsc.metrics import clustering_accuracy
+    from skdsc.spectral import AFFINITIES, coefficients_to_labels
+
+    threshold = 0.1 if model.self_expression_ == "dense" else 1.0
+    scores = {}
+    for affinity in AFFINITIES:
+        _, labels = coefficients_to_labels(
+            model.coef_, model.n_clusters, affinity=affinity, threshold=threshold,
+            subspace_dim=model.subspace_dim, power=model.affinity_power, random_state=seed)
+        scores[f"acc_{affinity}"] = clustering_accuracy(y, labels)
+        scores[f"nmi_{affinity}"] = normalized_mutual_info_score(y, labels)
+    return scores
+
+
 def print_child_record(payload, fit):
     """In a ``--child`` process: fit the job described by ``payload``, print its record."""
     job = json.loads(payload)

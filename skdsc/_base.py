@@ -158,7 +158,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         "refresh_epochs": [Interval(Integral, 0, None, closed="left")],
         "bank_update": [StrOptions(set(BANK_UPDATES))],
         "scale_encoder_lr": ["boolean"],
-        "affinity": [StrOptions(set(AFFINITIES))],
+        "affinity": [StrOptions({*AFFINITIES, "auto"})],
         "threshold": [Interval(Real, 0, 1, closed="right"), StrOptions({"auto"})],
         "subspace_dim": [Interval(Integral, 1, None, closed="left")],
         "affinity_power": [Interval(Real, 0, None, closed="neither")],
@@ -372,7 +372,8 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         self.coef_ = _coefficient_matrix(coef, n_samples)
         del coef
         self.affinity_matrix_, self.labels_ = coefficients_to_labels(
-            self.coef_, self.n_clusters, affinity=self.affinity, threshold=self._threshold(mode),
+            self.coef_, self.n_clusters, affinity=self._affinity(mode),
+            threshold=self._threshold(mode),
             subspace_dim=self.subspace_dim, power=self.affinity_power, random_state=seed,
         )
         if checkpoint is not None:
@@ -407,6 +408,17 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
                 f"looked up by sample), got bank_update={self.bank_update!r}."
             )
         return mode
+
+    def _affinity(self, mode):
+        """``affinity``, with ``"auto"`` resolved for the self-expression mode."""
+        if self.affinity != "auto":
+            return self.affinity
+        # The DSC rebuild links samples whose low-rank rows point alike, which
+        # pays off when every pair can be linked (dense). On a sparse pattern
+        # it can only reweight the candidate edges, and its sharpened angles
+        # drop many of them: |C| + |C|^T clusters better there
+        # (benchmarks/RESULTS.md, "Affinity of the sparse mode").
+        return "dsc" if mode == "dense" else "symmetric"
 
     def _threshold(self, mode):
         """``threshold``, with ``"auto"`` resolved for the self-expression mode."""

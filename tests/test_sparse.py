@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from numpy.testing import assert_array_equal
 from scipy import sparse
 from sklearn.metrics import adjusted_rand_score
 
@@ -354,3 +355,23 @@ def test_auto_threshold_follows_the_mode(monkeypatch, subspace_data, mode, expec
     small_estimator(self_expression=mode, threshold="auto").fit(X)
     small_estimator(self_expression=mode, threshold=0.3).fit(X)
     assert seen == [expected, 0.3]
+
+
+@pytest.mark.parametrize("mode, expected", [("dense", "dsc"), ("sparse", "symmetric")])
+def test_auto_affinity_follows_the_mode(monkeypatch, subspace_data, mode, expected):
+    seen = []
+    original = base_module.coefficients_to_labels
+
+    def spy(coef, n_clusters, **kwargs):
+        seen.append(kwargs["affinity"])
+        return original(coef, n_clusters, **kwargs)
+
+    monkeypatch.setattr(base_module, "coefficients_to_labels", spy)
+    X, _ = subspace_data
+    auto = small_estimator(self_expression=mode, affinity="auto").fit(X)
+    explicit = small_estimator(self_expression=mode, affinity=expected).fit(X)
+    other = "dsc" if expected == "symmetric" else "symmetric"
+    small_estimator(self_expression=mode, affinity=other).fit(X)
+    assert seen == [expected, expected, other]
+    # "auto" is only a name for the mode's affinity: same matrix, same labels.
+    assert_array_equal(auto.labels_, explicit.labels_)
