@@ -86,16 +86,36 @@ def accuracy_table(records):
     return "\n".join(rows)
 
 
+def affinity_table(records, key="estimator"):
+    """ACC and NMI of each affinity rebuilt from the same ``coef_`` (records that have them)."""
+    groups = defaultdict(list)
+    for r in records:
+        if "acc_dsc" in r:
+            groups[r[key]].append(r)
+    rows = [f"| {key} | seeds | ACC dsc | ACC symmetric | NMI dsc | NMI symmetric |",
+            "|---|---|---|---|---|---|"]
+    for name, group in groups.items():
+        def stat(field):
+            values = np.array([r[field] for r in group])
+            return f"{values.mean():.3f} ± {values.std():.3f}"
+        rows.append(f"| {name} | {len(group)} | {stat('acc_dsc')} | {stat('acc_symmetric')} | "
+                    f"{stat('nmi_dsc')} | {stat('nmi_symmetric')} |")
+    return "\n".join(rows) if groups else ""
+
+
 def main(path):
     records = [json.loads(line) for line in open(path)]
     by_kind = defaultdict(list)
     for record in records:
-        by_kind[record["kind"]].append(record)
+        by_kind[record.get("kind")].append(record)
     parts = []
     if by_kind["scaling"]:
         parts.append(scaling_table(by_kind["scaling"]))
     if by_kind["full"]:
         parts.append(accuracy_table(by_kind["full"]))
+        parts.append(affinity_table(by_kind["full"]))
+    if by_kind[None]:  # records of study_sparse_affinity.py
+        parts.append(affinity_table(by_kind[None], key="dataset"))
     print("\n\n".join(parts))
 
 

@@ -341,37 +341,35 @@ def test_auto_mode_on_small_data_is_dense(subspace_data):
     assert isinstance(model.coef_, np.ndarray)
 
 
-@pytest.mark.parametrize("mode, expected", [("dense", 0.1), ("sparse", 1.0)])
-def test_auto_threshold_follows_the_mode(monkeypatch, subspace_data, mode, expected):
-    seen = []
+@pytest.fixture
+def postprocessing_calls(monkeypatch):
+    """The keyword arguments of every ``coefficients_to_labels`` call made by ``fit``."""
+    calls = []
     original = base_module.coefficients_to_labels
 
     def spy(coef, n_clusters, **kwargs):
-        seen.append(kwargs["threshold"])
+        calls.append(kwargs)
         return original(coef, n_clusters, **kwargs)
 
     monkeypatch.setattr(base_module, "coefficients_to_labels", spy)
+    return calls
+
+
+@pytest.mark.parametrize("mode, expected", [("dense", 0.1), ("sparse", 1.0)])
+def test_auto_threshold_follows_the_mode(postprocessing_calls, subspace_data, mode, expected):
     X, _ = subspace_data
     small_estimator(self_expression=mode, threshold="auto").fit(X)
     small_estimator(self_expression=mode, threshold=0.3).fit(X)
-    assert seen == [expected, 0.3]
+    assert [call["threshold"] for call in postprocessing_calls] == [expected, 0.3]
 
 
 @pytest.mark.parametrize("mode, expected", [("dense", "dsc"), ("sparse", "symmetric")])
-def test_auto_affinity_follows_the_mode(monkeypatch, subspace_data, mode, expected):
-    seen = []
-    original = base_module.coefficients_to_labels
-
-    def spy(coef, n_clusters, **kwargs):
-        seen.append(kwargs["affinity"])
-        return original(coef, n_clusters, **kwargs)
-
-    monkeypatch.setattr(base_module, "coefficients_to_labels", spy)
+def test_auto_affinity_follows_the_mode(postprocessing_calls, subspace_data, mode, expected):
     X, _ = subspace_data
     auto = small_estimator(self_expression=mode, affinity="auto").fit(X)
     explicit = small_estimator(self_expression=mode, affinity=expected).fit(X)
     other = "dsc" if expected == "symmetric" else "symmetric"
     small_estimator(self_expression=mode, affinity=other).fit(X)
-    assert seen == [expected, expected, other]
+    assert [call["affinity"] for call in postprocessing_calls] == [expected, expected, other]
     # "auto" is only a name for the mode's affinity: same matrix, same labels.
     assert_array_equal(auto.labels_, explicit.labels_)
