@@ -91,14 +91,14 @@ def affinity_scores(model, y, seed):
     """ACC and NMI of labels rebuilt from ``coef_`` with each affinity.
 
     Run after the peak RSS is read, so that these extra post-processings do
-    not count in it; the threshold is the ``"auto"`` one of the fitted mode.
+    not count in it; the threshold is the one the fit used.
     """
     from sklearn.metrics import normalized_mutual_info_score
 
     from skdsc.metrics import clustering_accuracy
     from skdsc.spectral import AFFINITIES, coefficients_to_labels
 
-    threshold = 0.1 if model.self_expression_ == "dense" else 1.0
+    threshold = model._threshold(model.self_expression_)  # "auto" resolved as in fit
     scores = {}
     for affinity in AFFINITIES:
         _, labels = coefficients_to_labels(

@@ -26,12 +26,14 @@ import numpy as np
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
+import bench_bdsc
+import bench_contrastive
 from bench_bdsc import affinity_scores
 from skdsc import MiniBatchDeepSubspaceClustering
 from skdsc.datasets import load_mat
 from skdsc.metrics import clustering_accuracy
 
-FILES = {"orl": "ORL_32x32.mat", "coil20": "COIL20.mat", "coil100": "COIL100_32x32.mat"}
+FILES = {**bench_bdsc.FILES, "coil100": bench_contrastive.FILES["coil100"]}
 
 
 def study_one(dataset, seed, data_dir):
