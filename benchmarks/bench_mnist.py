@@ -49,6 +49,12 @@ FULL = {
     # one; the epochs are those of "bdsc".
     "bdsc-dec": dict(image_shape=None, hidden_units=(500, 500, 2000, 10),
                      n_pretrain_epochs=30, n_epochs=10, refresh_epochs=5),
+    # The same autoencoder pretrained five times as many epochs, in batches of
+    # 256 as DEC and IDEC do (2.5 times the steps of "bdsc-dec"). The batch
+    # size does not change how often a row of the coefficients is updated
+    # (once per epoch), so the self-expressive phase keeps its 10 epochs.
+    "bdsc-dec-long": dict(image_shape=None, hidden_units=(500, 500, 2000, 10), batch_size=256,
+                          n_pretrain_epochs=150, n_epochs=10, refresh_epochs=5),
     "contrastive": dict(encoder="resnet10t", n_pretrain_epochs=1, n_epochs=1),
 }
 

@@ -72,8 +72,9 @@ def accuracy_table(records):
     groups = defaultdict(list)
     for r in records:
         groups[(r["estimator"], json.dumps(r["params"], sort_keys=True))].append(r)
-    rows = ["| estimator | settings | seeds | ACC | NMI | fit time (s) | peak RSS (MB) | "
-            "predict = labels_ |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| estimator | settings | seeds | ACC | NMI | fit time (s) | s / pretrain epoch | "
+            "s / self-expression epoch | peak RSS (MB) | predict = labels_ |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for (estimator, params), group in groups.items():
         def stat(key, fmt):
             values = np.array([r[key] for r in group])
@@ -81,6 +82,8 @@ def accuracy_table(records):
         rows.append(
             f"| {estimator} | `{params}` | {len(group)} | {stat('acc', '.3f')} | "
             f"{stat('nmi', '.3f')} | {stat('fit_seconds', '.0f')} | "
+            f"{stat('pretrain_epoch_seconds', '.1f')} | "
+            f"{stat('self_expression_epoch_seconds', '.1f')} | "
             f"{max(r['peak_rss_mb'] for r in group):,.0f} (max) | "
             f"{stat('predict_agreement', '.3f')} |")
     return "\n".join(rows)
