@@ -67,6 +67,11 @@ def configurations(args):
             params.update(self_expression=args.self_expression)
         name += f" {args.self_expression}"
         bdsc_name += f" {args.self_expression}"
+    if args.n_nonzero is not None:
+        for params in (contrastive, bdsc):
+            params.update(n_nonzero=args.n_nonzero)
+        name += f" n_nonzero {args.n_nonzero}"
+        bdsc_name += f" n_nonzero {args.n_nonzero}"
     if "contrastive" in args.estimators:
         yield name, contrastive
     if "bdsc" in args.estimators:
@@ -104,6 +109,8 @@ def main():
     parser.add_argument("--epochs", type=int, help="n_epochs (default: the estimator's)")
     parser.add_argument("--self-expression", choices=["dense", "sparse"],
                         help="self_expression of both estimators (default: their 'auto')")
+    parser.add_argument("--n-nonzero", type=int,
+                        help="n_nonzero of both estimators (default: theirs; used by the sparse mode)")
     parser.add_argument("--workers", type=int, default=1, help="fits run side by side")
     parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda'")
     parser.add_argument("--out", default="benchmarks/results/contrastive_cpu.jsonl")
