@@ -569,9 +569,11 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             torch.as_tensor(np.flatnonzero(self.labels_ == k), device=self.device_)
             for k in range(self.n_clusters)
         ]
-        labels = []
-        for chunk in codes.split(_INFERENCE_CHUNK):
-            chunk = chunk.double()
+        # Filled in place (see skdsc.nn.neighbors): no per-chunk results left
+        # between the large temporaries.
+        labels = torch.empty(len(codes), dtype=torch.int64, device=codes.device)
+        for start in range(0, len(codes), _INFERENCE_CHUNK):
+            chunk = codes[start:start + _INFERENCE_CHUNK].double()
             coefficients = chunk @ projection
             residuals = torch.stack([
                 (chunk - coefficients[:, idx] @ bank[idx]).pow(2).sum(1)
@@ -579,8 +581,8 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
                                             device=chunk.device)
                 for idx in members
             ], dim=1)
-            labels.append(residuals.argmin(1))
-        return torch.cat(labels)
+            labels[start:start + len(chunk)] = residuals.argmin(1)
+        return labels
 
     def _predict_from_candidates(self, codes):
         bank = torch.as_tensor(self.embedding_, device=self.device_)
@@ -593,7 +595,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         block = max(1, (1 << 23) // (max(neighbors.shape[1], self.n_clusters) * bank.shape[1]))
         coefficients = local_ridge_regression(codes, bank, neighbors, self._ridge_penalty(),
                                               block=block)
-        labels = []
+        labels = torch.empty(len(codes), dtype=torch.int64, device=codes.device)
         for start in range(0, len(codes), block):
             rows = slice(start, start + block)
             basis = bank[neighbors[rows]].double()
@@ -602,8 +604,8 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             # cluster without candidates rebuilds nothing (residual ||z||^2).
             weights = (coefficients[rows].double()[:, :, None] * members).transpose(1, 2)
             residuals = (codes[rows, None, :].double() - weights @ basis).pow(2).sum(2)
-            labels.append(residuals.argmin(1))
-        return torch.cat(labels)
+            labels[rows] = residuals.argmin(1)
+        return labels
 
     # -- persistence ----------------------------------------------------------
 

@@ -42,7 +42,10 @@ def nearest_neighbors(candidates, n_neighbors, *, queries=None):
     # which can be as large as the memory bank itself.
     key_norms = _norms(candidates)
     block = max(1, _BLOCK_ELEMENTS // len(candidates))
-    found = []
+    # Filled in place: per-block results kept in a list fragment the C heap
+    # between the large similarity blocks, and the freed memory is not returned.
+    found = torch.empty((len(queries), n_neighbors), dtype=torch.int64,
+                        device=candidates.device)
     for start in range(0, len(queries), block):
         chunk = queries[start:start + block]
         similarity = chunk @ candidates.T
@@ -51,8 +54,8 @@ def nearest_neighbors(candidates, n_neighbors, *, queries=None):
         if exclude_self:
             rows = torch.arange(len(similarity), device=similarity.device)
             similarity[rows, rows + start] = -torch.inf
-        found.append(similarity.topk(n_neighbors, dim=1).indices)
-    return torch.cat(found)
+        found[start:start + block] = similarity.topk(n_neighbors, dim=1).indices
+    return found
 
 
 def _norms(codes):

@@ -186,12 +186,16 @@ def _matching_columns(old, new, block=4096):
     ``kept[i, j]``. Rows are compared in blocks to bound the
     ``block x k x k`` comparison.
     """
-    sources, kept = [], []
+    # Results are written into arrays allocated up front: small per-block
+    # results kept alive between large temporaries fragment the C heap, which
+    # then cannot give the freed temporaries back (peak RSS grew by gigabytes).
+    sources = torch.empty(new.shape, dtype=torch.int64, device=new.device)
+    kept = torch.empty(new.shape, dtype=torch.bool, device=new.device)
     for start in range(0, len(new), block):
         equal = new[start:start + block, :, None] == old[start:start + block, None, :]
-        kept.append(equal.any(2))
-        sources.append(equal.float().argmax(2))
-    return torch.cat(sources), torch.cat(kept)
+        kept[start:start + block] = equal.any(2)
+        sources[start:start + block] = equal.float().argmax(2)
+    return sources, kept
 
 
 def floored_penalty(codes, penalty):
@@ -265,11 +269,12 @@ def local_ridge_regression(queries, codes, neighbors, penalty, block=None):
     if block is None:
         block = max(1, (1 << 23) // (neighbors.shape[1] * codes.shape[1]))
     identity = torch.eye(neighbors.shape[1], dtype=torch.float64, device=codes.device)
-    solved = []
+    # Filled in place (see _matching_columns).
+    solved = codes.new_empty(neighbors.shape)
     for start in range(0, len(queries), block):
         basis = codes[neighbors[start:start + block]].double()
         query = queries[start:start + block].double()
         gram = basis @ basis.transpose(1, 2) + penalty * identity
         target = torch.bmm(basis, query[:, :, None])
-        solved.append(torch.linalg.solve(gram, target).squeeze(2).to(codes.dtype))
-    return torch.cat(solved)
+        solved[start:start + block] = torch.linalg.solve(gram, target).squeeze(2)
+    return solved
