@@ -142,6 +142,12 @@ def test_local_ridge_regression_solves_each_row():
         basis = codes[neighbors[i]]
         expected = np.linalg.solve(basis @ basis.T + penalty * np.eye(4), basis @ queries[i])
         np.testing.assert_allclose(found[i], expected, rtol=1e-8)
+    # Solved in float64, returned in the codes' dtype.
+    single = local_ridge_regression(torch.as_tensor(queries).float(),
+                                    torch.as_tensor(codes).float(),
+                                    torch.as_tensor(neighbors), penalty, block=4)
+    assert single.dtype == torch.float32
+    np.testing.assert_allclose(single.numpy(), found, rtol=1e-4, atol=1e-5)
 
 
 def test_sparse_layer_memory_is_linear_in_n():
