@@ -22,15 +22,7 @@ import argparse
 from pathlib import Path
 
 import torch
-
-
-def resident_mb():
-    """The process's resident memory now (Linux ``/proc``), in MB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("VmRSS not found in /proc/self/status")
+from bench_mnist import resident_mb
 
 
 def main():
@@ -44,15 +36,15 @@ def main():
 
     torch.set_num_threads(args.threads)
     X, _ = load_mat(Path(args.data_dir) / "COIL100_32x32.mat", (32, 32))
-    print(f"data loaded: {resident_mb():,.0f} MB", flush=True)
+    print(f"data loaded: {resident_mb('VmRSS'):,.0f} MB", flush=True)
     model = MiniBatchDeepSubspaceClustering(
         100, image_shape=(1, 32, 32), self_expression="sparse", n_pretrain_epochs=1,
         n_epochs=1, random_state=0,
     ).fit(X)
-    print(f"fitted: {resident_mb():,.0f} MB", flush=True)
+    print(f"fitted: {resident_mb('VmRSS'):,.0f} MB", flush=True)
     for call in (1, 2, 3):
         model.predict(X)
-        print(f"after predict {call}: {resident_mb():,.0f} MB", flush=True)
+        print(f"after predict {call}: {resident_mb('VmRSS'):,.0f} MB", flush=True)
 
 
 if __name__ == "__main__":
