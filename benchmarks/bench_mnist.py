@@ -128,6 +128,14 @@ def fit_child(job):
     )
     if job.get("compare_affinities"):
         record.update(affinity_scores(model, y, job["seed"]))
+    if job.get("save_dir"):
+        # For studies of the post-processing on the same coefficients, without refitting.
+        import pickle
+
+        path = Path(job["save_dir"]) / f"{job['estimator']}_{len(X)}_seed{job['seed']}.pkl"
+        with open(path, "wb") as sink:
+            pickle.dump(model, sink)
+        record["saved_model"] = str(path)
     return record
 
 
@@ -204,6 +212,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2, help="torch threads per fit")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", required=False)
+    parser.add_argument("--save-dir", help="pickle each fitted estimator into this folder")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(fit_child(json.loads(args.child))))
@@ -214,7 +223,8 @@ def main():
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for job in jobs:
-        job.update(threads=args.threads, device=args.device, data_dir=str(args.data_dir))
+        job.update(threads=args.threads, device=args.device, data_dir=str(args.data_dir),
+                   save_dir=args.save_dir)
         record = skipped_dense(job, args) or run_child(job)
         record.update({k: job[k] for k in ("kind", "estimator", "seed", "params", "threads")},
                       n_samples=job["n_samples"] or 70000,

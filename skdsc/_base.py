@@ -26,7 +26,7 @@ from .nn.self_expression import (
     DenseSelfExpression, SparseSelfExpression, floored_penalty, local_ridge_regression,
 )
 from .nn.trainer import batch_plan
-from .spectral import AFFINITIES, coefficients_to_labels
+from .spectral import AFFINITIES, LABEL_ASSIGNMENTS, coefficients_to_labels
 
 # Rows encoded at once outside training (prediction, bank refresh).
 _INFERENCE_CHUNK = 1024
@@ -162,6 +162,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         "threshold": [Interval(Real, 0, 1, closed="right"), StrOptions({"auto"})],
         "subspace_dim": [Interval(Integral, 1, None, closed="left")],
         "affinity_power": [Interval(Real, 0, None, closed="neither")],
+        "assign_labels": [StrOptions(set(LABEL_ASSIGNMENTS))],
         "device": [str],
         "checkpoint_path": [str, os.PathLike, None],
         "checkpoint_interval": [Interval(Real, 0, None, closed="left")],
@@ -173,8 +174,8 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
     def __init__(self, n_clusters, *, image_shape, batch_size, n_epochs, learning_rate,
                  lambda_coef, lambda_self, self_expression, n_nonzero, refresh_epochs,
                  bank_update, scale_encoder_lr, affinity, threshold, subspace_dim,
-                 affinity_power, device, checkpoint_path, checkpoint_interval, random_state,
-                 verbose):
+                 affinity_power, assign_labels, device, checkpoint_path, checkpoint_interval,
+                 random_state, verbose):
         self.n_clusters = n_clusters
         self.image_shape = image_shape
         self.batch_size = batch_size
@@ -191,6 +192,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         self.threshold = threshold
         self.subspace_dim = subspace_dim
         self.affinity_power = affinity_power
+        self.assign_labels = assign_labels
         self.device = device
         self.checkpoint_path = checkpoint_path
         self.checkpoint_interval = checkpoint_interval
@@ -374,7 +376,8 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         self.affinity_matrix_, self.labels_ = coefficients_to_labels(
             self.coef_, self.n_clusters, affinity=self._affinity(mode),
             threshold=self._threshold(mode),
-            subspace_dim=self.subspace_dim, power=self.affinity_power, random_state=seed,
+            subspace_dim=self.subspace_dim, power=self.affinity_power,
+            assign_labels=self.assign_labels, random_state=seed,
         )
         if checkpoint is not None:
             checkpoint.remove()

@@ -11,11 +11,15 @@ import scipy.sparse as sp
 from scipy.linalg import eigh, qr, svd
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import LinearOperator, eigsh
-from sklearn.cluster import spectral_clustering
+from sklearn.cluster import KMeans
+from sklearn.manifold import spectral_embedding
 from sklearn.preprocessing import normalize
 from sklearn.utils import check_random_state
 
 AFFINITIES = ("dsc", "symmetric")
+LABEL_ASSIGNMENTS = ("kmeans", "cluster_qr")
+# k-means restarts on the spectral embedding (scikit-learn's SpectralClustering default).
+_KMEANS_N_INIT = 10
 # Largest n for which the DSC affinity uses a dense eigendecomposition.
 _DENSE_EIGH_MAX = 4000
 # Largest n for which a sparse matrix is made dense for an exact eigensolver:
@@ -268,7 +272,8 @@ def _leading_singular_pairs(sym, rank):
 
 
 def coefficients_to_labels(coef, n_clusters, *, affinity="dsc", threshold=1.0,
-                           subspace_dim=4, power=1.0, random_state=None):
+                           subspace_dim=4, power=1.0, assign_labels="kmeans",
+                           random_state=None):
     """Cluster samples from their self-expression coefficients.
 
     Parameters
@@ -287,8 +292,11 @@ def coefficients_to_labels(coef, n_clusters, *, affinity="dsc", threshold=1.0,
         Subspace dimension for ``affinity="dsc"``.
     power : float, default=1.0
         Exponent for ``affinity="dsc"``.
+    assign_labels : {"kmeans", "cluster_qr"}, default="kmeans"
+        How labels are read off the spectral embedding (see
+        :func:`spectral_labels`).
     random_state : int, RandomState instance or None, default=None
-        Seeds the start vector of the eigensolver.
+        Seeds the eigensolver's start vector and the k-means initialisation.
 
     Returns
     -------
@@ -298,24 +306,36 @@ def coefficients_to_labels(coef, n_clusters, *, affinity="dsc", threshold=1.0,
     """
     if affinity not in AFFINITIES:
         raise ValueError(f"affinity must be one of {AFFINITIES}, got {affinity!r}.")
+    _check_assign_labels(assign_labels)
     thresholded = threshold_coefficients(coef, threshold)
     if affinity == "dsc":
         matrix = dsc_affinity(thresholded, n_clusters, subspace_dim, power)
     else:
         matrix = symmetric_affinity(thresholded)
     del thresholded  # one copy of C less while spectral clustering copies the affinity
-    labels = spectral_labels(matrix, n_clusters, random_state=random_state)
+    labels = spectral_labels(matrix, n_clusters, random_state=random_state,
+                             assign_labels=assign_labels)
     return matrix, labels
 
 
-def spectral_labels(affinity_matrix, n_clusters, random_state=None):
+def _check_assign_labels(assign_labels):
+    if assign_labels not in LABEL_ASSIGNMENTS:
+        raise ValueError(f"assign_labels must be one of {LABEL_ASSIGNMENTS}, "
+                         f"got {assign_labels!r}.")
+
+
+def spectral_labels(affinity_matrix, n_clusters, random_state=None, assign_labels="kmeans"):
     """Spectral clustering of a precomputed affinity (normalised cut).
 
-    Labels come from the spectral embedding by column-pivoted QR
-    (``assign_labels="cluster_qr"``, Damle et al. 2019): it has no random
-    initialisation and, unlike the iterative discretisation, does not merge
-    most samples into one cluster when a few weakly linked groups take
-    eigenvectors of their own.
+    The embedding is the ``n_clusters`` leading eigenvectors of the
+    normalised adjacency ``D^-1/2 A D^-1/2``. With ``assign_labels="kmeans"``
+    (Ng, Jordan and Weiss, 2001) each sample's row of the embedding is scaled
+    to unit length and the rows are clustered by k-means (10 restarts): the
+    scaling puts samples of one cluster on one direction whatever their
+    degree. ``"cluster_qr"`` (Damle et al., 2019) reads the labels off the
+    embedding by column-pivoted QR instead, without a random start; it
+    clustered worse on the benchmark data sets (``benchmarks/RESULTS.md``,
+    "Label assignment").
 
     Parameters
     ----------
@@ -330,33 +350,51 @@ def spectral_labels(affinity_matrix, n_clusters, random_state=None):
     n_clusters : int
         Number of clusters.
     random_state : int, RandomState instance or None, default=None
-        Seeds the eigensolver's start vector. With a sparse matrix and None,
-        the start vector is all ones, so the labels are deterministic.
+        Seeds the eigensolver's start vector and the k-means initialisation.
+        With None, a sparse matrix's start vector is all ones and k-means
+        draws from numpy's global generator, so only ``"cluster_qr"`` is then
+        deterministic.
+    assign_labels : {"kmeans", "cluster_qr"}, default="kmeans"
+        How labels are read off the spectral embedding.
 
     Returns
     -------
     labels : ndarray of shape (n_samples,), dtype int64
         All zeros for an affinity without edges or ``n_clusters=1``.
     """
+    _check_assign_labels(assign_labels)
     if sp.issparse(affinity_matrix):
-        return _spectral_labels_sparse(affinity_matrix, n_clusters, random_state)
-    if not np.any(affinity_matrix):
-        # An all-zero affinity has no structure to cut: one cluster is the honest answer.
+        embedding = _spectral_embedding_sparse(affinity_matrix, n_clusters, random_state)
+    elif not np.any(affinity_matrix) or n_clusters == 1:
+        embedding = None
+    else:
+        seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
+        # The same embedding as sklearn.cluster.spectral_clustering's.
+        embedding = spectral_embedding(affinity_matrix, n_components=n_clusters,
+                                       eigen_solver="arpack", random_state=seed,
+                                       drop_first=False)
+    if embedding is None:
+        # No edge (or one cluster): no structure to cut, one cluster is the honest answer.
         return np.zeros(affinity_matrix.shape[0], dtype=np.int64)
+    if assign_labels == "cluster_qr":
+        return _cluster_qr(embedding)
+    return _kmeans_on_directions(embedding, random_state)
+
+
+def _kmeans_on_directions(embedding, random_state):
+    """k-means of the embedding's rows scaled to unit length (Ng, Jordan and Weiss)."""
+    n_clusters = embedding.shape[1]
     seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
-    return spectral_clustering(
-        affinity_matrix, n_clusters=n_clusters, eigen_solver="arpack",
-        assign_labels="cluster_qr", random_state=seed,
-    ).astype(np.int64)
+    kmeans = KMeans(n_clusters, n_init=_KMEANS_N_INIT, random_state=seed)
+    return kmeans.fit_predict(normalize(embedding)).astype(np.int64)
 
 
-def _spectral_labels_sparse(affinity_matrix, n_clusters, random_state):
-    """:func:`spectral_labels` of a sparse affinity, never made dense."""
+def _spectral_embedding_sparse(affinity_matrix, n_clusters, random_state):
+    """The spectral embedding of a sparse affinity, never made dense; None without edges."""
     # Self-loops are ignored, as by the graph Laplacian of the dense path.
     adjacency = _drop_diagonal(_canonical(affinity_matrix.tocsr()))
-    n_samples = adjacency.shape[0]
     if adjacency.nnz == 0 or n_clusters == 1:
-        return np.zeros(n_samples, dtype=np.int64)
+        return None
     # ARPACK assumes symmetry; a symmetric input is unchanged.
     adjacency = (adjacency + adjacency.T).tocsr()
     adjacency.data *= 0.5
@@ -369,7 +407,7 @@ def _spectral_labels_sparse(affinity_matrix, n_clusters, random_state):
 
     vectors = _leading_eigenvectors(adjacency, np.sqrt(degree), n_clusters, random_state)
     del adjacency
-    return _cluster_qr(vectors * inv_sqrt_degree[:, np.newaxis])
+    return vectors * inv_sqrt_degree[:, np.newaxis]
 
 
 def _leading_eigenvectors(normalized, sqrt_degree, n_clusters, random_state):

@@ -180,6 +180,7 @@ def test_unusual_kernel_sizes_fit(make_estimator, subspace_data, kernel_sizes):
     ("lambda_coef", -1.0), ("lambda_self", 0.0), ("bank_update", "lifo"),
     ("scale_encoder_lr", "yes"), ("affinity", "foo"), ("threshold", 0),
     ("threshold", 1.5), ("threshold", "none"), ("subspace_dim", 0), ("affinity_power", 0.0),
+    ("assign_labels", "discretize"),
     ("self_expression", "lowrank"), ("self_expression", None), ("n_nonzero", 0),
     ("n_nonzero", 2.5), ("refresh_epochs", -1), ("device", 5), ("random_state", "seed"), ("hidden_units", "abc"),
     ("hidden_channels", 4), ("kernel_sizes", None),

@@ -18,6 +18,7 @@ from skdsc.datasets import make_subspaces
 from skdsc.nn import neighbors as neighbors_module
 from skdsc.nn.memory_bank import MemoryBank
 from skdsc.nn.neighbors import nearest_neighbors
+from skdsc.spectral import spectral_labels
 from skdsc.nn.self_expression import (
     DenseSelfExpression, SparseSelfExpression, local_ridge_regression,
 )
@@ -379,3 +380,18 @@ def test_auto_affinity_follows_the_mode(postprocessing_calls, subspace_data, mod
     assert [call["affinity"] for call in postprocessing_calls] == [expected, expected, other]
     # "auto" is only a name for the mode's affinity: same matrix, same labels.
     assert_array_equal(auto.labels_, explicit.labels_)
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse"])
+@pytest.mark.parametrize("assign_labels", ["kmeans", "cluster_qr"])
+def test_assign_labels_reads_the_fitted_affinity(postprocessing_calls, subspace_data, mode,
+                                                 assign_labels):
+    """labels_ are the chosen assignment's spectral clustering of affinity_matrix_,
+    with the seed the fit passed on."""
+    X, _ = subspace_data
+    model = small_estimator(self_expression=mode, assign_labels=assign_labels).fit(X)
+    (call,) = postprocessing_calls
+    assert call["assign_labels"] == assign_labels
+    expected = spectral_labels(model.affinity_matrix_, model.n_clusters,
+                               random_state=call["random_state"], assign_labels=assign_labels)
+    assert_array_equal(model.labels_, expected)

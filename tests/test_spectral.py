@@ -197,9 +197,36 @@ def test_leading_singular_pairs_match_svd(monkeypatch, dense_max):
     assert_allclose(vectors @ vectors.T, u[:, :5] @ u[:, :5].T, atol=1e-8)
 
 
-def test_spectral_labels_are_deterministic_without_seed():
+def test_spectral_labels_cluster_qr_does_not_depend_on_seed():
     """cluster_qr has no random start: labels do not depend on random_state."""
     X, _ = make_subspaces(n_clusters=3, n_samples_per_cluster=20, random_state=0)
     affinity = np.abs(X @ X.T)
-    assert_array_equal(spectral_labels(affinity, 3, random_state=0),
-                       spectral_labels(affinity, 3, random_state=1))
+    assert_array_equal(spectral_labels(affinity, 3, random_state=0, assign_labels="cluster_qr"),
+                       spectral_labels(affinity, 3, random_state=1, assign_labels="cluster_qr"))
+
+
+@pytest.mark.parametrize("assign_labels", ["kmeans", "cluster_qr"])
+def test_spectral_labels_same_seed_same_labels(assign_labels):
+    X, y = make_subspaces(n_clusters=3, n_samples_per_cluster=20, random_state=0)
+    affinity = np.abs(X @ X.T)
+    first = spectral_labels(affinity, 3, random_state=0, assign_labels=assign_labels)
+    assert_array_equal(spectral_labels(affinity, 3, random_state=0, assign_labels=assign_labels),
+                       first)
+    assert clustering_accuracy(y, first) >= 0.9
+
+
+def test_kmeans_assignment_scales_rows_to_unit_length():
+    """Rows of one direction form one cluster whatever their length: k-means on
+    the raw rows would split the long from the short ones."""
+    rng = np.random.default_rng(0)
+    directions = np.array([[1.0, 0.1], [0.1, 1.0]])
+    lengths = np.concatenate([rng.uniform(0.05, 0.1, 50), rng.uniform(5, 10, 50)])
+    truth = np.tile([0, 1], 50)
+    embedding = directions[truth] * lengths[:, np.newaxis]
+    labels = spectral._kmeans_on_directions(embedding, 0)
+    assert clustering_accuracy(truth, labels) == 1.0
+
+
+def test_spectral_labels_rejects_unknown_assignment():
+    with pytest.raises(ValueError, match="assign_labels must be one of"):
+        spectral_labels(np.ones((4, 4)), 2, assign_labels="discretize")

@@ -198,49 +198,60 @@ def test_leading_singular_pairs_sparse_match_svd(monkeypatch, dense_max):
 
 # -- spectral_labels ----------------------------------------------------------
 
-def test_spectral_labels_sparse_recovers_planted_clusters():
+@pytest.mark.parametrize("assign_labels", ["kmeans", "cluster_qr"])
+def test_spectral_labels_sparse_recovers_planted_clusters(assign_labels):
     affinity, labels = planted_graph([400] * 5, n_neighbors=10, n_cross=40)
-    predicted = spectral_labels(affinity, 5, random_state=0)
+    predicted = spectral_labels(affinity, 5, random_state=0, assign_labels=assign_labels)
     assert predicted.dtype == np.int64 and predicted.shape == labels.shape
     assert adjusted_rand_score(labels, predicted) >= 0.99
 
 
-def test_spectral_labels_sparse_disconnected_blocks():
+@pytest.mark.parametrize("assign_labels", ["kmeans", "cluster_qr"])
+def test_spectral_labels_sparse_disconnected_blocks(assign_labels):
     """Disconnected clusters share eigenvalue 1, which ARPACK alone would find
     only once: every block is still recovered."""
     affinity, labels = planted_graph([300, 350, 400, 450, 500], n_neighbors=6, n_cross=0)
-    predicted = spectral_labels(affinity, 5, random_state=0)
+    predicted = spectral_labels(affinity, 5, random_state=0, assign_labels=assign_labels)
     assert adjusted_rand_score(labels, predicted) == 1.0
 
 
-def test_spectral_labels_sparse_more_components_than_clusters():
+@pytest.mark.parametrize("assign_labels", ["kmeans", "cluster_qr"])
+def test_spectral_labels_sparse_more_components_than_clusters(assign_labels):
     """The largest components are clusters of their own."""
     affinity, labels = planted_graph([400, 300, 250, 20], n_neighbors=6, n_cross=0)
-    predicted = spectral_labels(affinity, 3, random_state=0)
+    predicted = spectral_labels(affinity, 3, random_state=0, assign_labels=assign_labels)
     large = labels < 3
     assert adjusted_rand_score(labels[large], predicted[large]) == 1.0
 
 
 @pytest.mark.filterwarnings(GRAPH_WARNING)
 @pytest.mark.parametrize("sizes", [[60, 80, 100], [130, 150, 170, 190]])
-def test_spectral_labels_sparse_agrees_with_dense(sizes):
+@pytest.mark.parametrize("assign_labels", ["kmeans", "cluster_qr"])
+def test_spectral_labels_sparse_agrees_with_dense(sizes, assign_labels):
     """Both the exact (small n) and the ARPACK sparse paths agree with the dense one."""
     affinity, _ = planted_graph(sizes, n_neighbors=8, n_cross=10, seed=1)
     n_clusters = len(sizes)
-    sparse_labels = spectral_labels(affinity, n_clusters, random_state=0)
-    dense_labels = spectral_labels(affinity.toarray(), n_clusters, random_state=0)
+    options = dict(random_state=0, assign_labels=assign_labels)
+    sparse_labels = spectral_labels(affinity, n_clusters, **options)
+    dense_labels = spectral_labels(affinity.toarray(), n_clusters, **options)
     assert adjusted_rand_score(dense_labels, sparse_labels) == 1.0
 
 
-@pytest.mark.parametrize("random_state", [None, 0, 1])
-def test_spectral_labels_sparse_is_deterministic(random_state):
+@pytest.mark.parametrize("random_state, assign_labels", [
+    (0, "kmeans"), (1, "kmeans"), (None, "cluster_qr"), (0, "cluster_qr"),
+])
+def test_spectral_labels_sparse_is_deterministic(random_state, assign_labels):
+    """A seed fixes the labels; without one, cluster_qr (no random start) still does."""
     affinity, _ = planted_graph([300, 320, 340], n_neighbors=8, n_cross=30, seed=2)
-    first = spectral_labels(affinity, 3, random_state=random_state)
-    assert_array_equal(spectral_labels(affinity, 3, random_state=random_state), first)
+    first = spectral_labels(affinity, 3, random_state=random_state, assign_labels=assign_labels)
+    assert_array_equal(
+        spectral_labels(affinity, 3, random_state=random_state, assign_labels=assign_labels),
+        first)
 
 
 @pytest.mark.parametrize("sizes", [[50, 60], [300, 400]])
-def test_spectral_labels_sparse_zero_degree_rows(sizes):
+@pytest.mark.parametrize("assign_labels", ["kmeans", "cluster_qr"])
+def test_spectral_labels_sparse_zero_degree_rows(sizes, assign_labels):
     """Isolated samples neither crash nor disturb the other clusters."""
     affinity, labels = planted_graph(sizes, n_neighbors=6, n_cross=0)
     n = labels.size

@@ -1,0 +1,124 @@
+"""Label assignment of spectral clustering: k-means on unit rows vs column-pivoted QR.
+
+Re-runs only the post-processing of fitted ``MiniBatchDeepSubspaceClustering``
+models on their own ``coef_``: for each affinity (``"symmetric"``, ``"dsc"``)
+the labels are read off the same spectral embedding by
+``assign_labels="kmeans"`` (k-means on the rows scaled to unit length, Ng,
+Jordan and Weiss) and by ``"cluster_qr"`` (Damle et al.). The threshold,
+subspace dimension, power and seed are those the fit used. Labels are used
+only to score.
+
+Models come from two places:
+
+* ``--fit DATASET ...`` fits the defaults (``self_expression`` dense and
+  sparse, ``--seeds``) on ORL, COIL-20 or the grayscale COIL-100, each fit
+  pickled into ``--cache-dir`` so that a rerun only re-scores;
+* ``--mnist-models PICKLE ...`` scores estimators pickled by
+  ``bench_mnist.py full --save-dir`` (all 70,000 digits).
+
+Usage::
+
+    python benchmarks/study_label_assignment.py --data-dir ../shared/data \\
+        --fit orl coil20 --seeds 0 1 2 --cache-dir /tmp/skdsc_label_study \\
+        --out benchmarks/results/label_assignment.jsonl
+    python benchmarks/study_label_assignment.py --data-dir ../shared/data \\
+        --mnist-models /tmp/models/bdsc-dec-long_70000_seed*.pkl \\
+        --out benchmarks/results/label_assignment.jsonl
+"""
+
+import argparse
+import json
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import normalized_mutual_info_score
+from sklearn.utils import check_random_state
+
+import bench_bdsc
+import bench_contrastive
+from bench_mnist import load_mnist
+from skdsc import MiniBatchDeepSubspaceClustering
+from skdsc.datasets import load_mat
+from skdsc.metrics import clustering_accuracy
+from skdsc.spectral import AFFINITIES, LABEL_ASSIGNMENTS, coefficients_to_labels
+
+MODES = ("dense", "sparse")
+FILES = {**bench_bdsc.FILES, **bench_contrastive.FILES}
+
+
+def fitted_model(dataset, mode, seed, data_dir, cache_dir):
+    """``(model, y)`` of a default fit, from the cache when present."""
+    path = Path(cache_dir) / f"{dataset}_{mode}_seed{seed}.pkl"
+    if not path.exists():
+        X, y = load_mat(Path(data_dir) / FILES[dataset], (32, 32))
+        model = MiniBatchDeepSubspaceClustering(
+            len(np.unique(y)), image_shape=(1, 32, 32), self_expression=mode, device="cpu",
+            random_state=seed).fit(X)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as sink:
+            pickle.dump((model, y), sink)
+    with open(path, "rb") as source:
+        return pickle.load(source)
+
+
+def fit_seed(model):
+    """The seed ``fit`` gave its post-processing (drawn from an int ``random_state``)."""
+    return check_random_state(model.random_state).randint(np.iinfo(np.int32).max)
+
+
+def score(model, y):
+    """One record per (affinity, assignment) on the model's ``coef_``."""
+    mode = model.self_expression_
+    for affinity in AFFINITIES:
+        for assign_labels in LABEL_ASSIGNMENTS:
+            start = time.perf_counter()
+            _, labels = coefficients_to_labels(
+                model.coef_, model.n_clusters, affinity=affinity,
+                threshold=model._threshold(mode), subspace_dim=model.subspace_dim,
+                power=model.affinity_power, assign_labels=assign_labels,
+                random_state=fit_seed(model))
+            yield dict(mode=mode, affinity=affinity, assign_labels=assign_labels,
+                       acc=clustering_accuracy(y, labels),
+                       nmi=normalized_mutual_info_score(y, labels),
+                       seconds=time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--fit", nargs="*", default=[], choices=["orl", "coil20", "coil100"])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--cache-dir", default="skdsc_label_study")
+    parser.add_argument("--mnist-models", nargs="*", default=[])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per fit")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    def models():
+        for dataset in args.fit:
+            for mode in args.modes:
+                for seed in args.seeds:
+                    model, y = fitted_model(dataset, mode, seed, args.data_dir, args.cache_dir)
+                    yield dataset, seed, model, y
+        if args.mnist_models:
+            _, y = load_mnist(args.data_dir)
+        for path in args.mnist_models:
+            with open(path, "rb") as source:
+                model = pickle.load(source)
+            yield "mnist", model.random_state, model, y
+
+    with open(args.out, "a") as sink:
+        for dataset, seed, model, y in models():
+            for record in score(model, y):
+                record.update(dataset=dataset, seed=seed)
+                sink.write(json.dumps(record) + "\n")
+                print(json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    main()
