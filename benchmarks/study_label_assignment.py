@@ -24,6 +24,8 @@ Usage::
     python benchmarks/study_label_assignment.py --data-dir ../shared/data \\
         --mnist-models /tmp/models/bdsc-dec-long_70000_seed*.pkl \\
         --out benchmarks/results/label_assignment.jsonl
+    python benchmarks/study_label_assignment.py --summary \\
+        --out benchmarks/results/label_assignment.jsonl
 """
 
 import argparse
@@ -86,6 +88,33 @@ def score(model, y):
                        seconds=time.perf_counter() - start)
 
 
+def summary(path):
+    """Markdown table: mean ACC / NMI per data set, mode and affinity, for each assignment."""
+    records = [json.loads(line) for line in open(path)]
+    groups = {}
+    for record in records:
+        key = (record["dataset"], record["mode"], record["affinity"])
+        groups.setdefault(key, {}).setdefault(record["assign_labels"], []).append(record)
+    print("| data | mode | affinity | fits | ACC kmeans | ACC cluster_qr | NMI kmeans "
+          "| NMI cluster_qr | kmeans better / equal / worse |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (dataset, mode, affinity), by_assignment in sorted(groups.items()):
+        kmeans = {r["seed"]: r for r in by_assignment.get("kmeans", [])}
+        qr = {r["seed"]: r for r in by_assignment.get("cluster_qr", [])}
+        seeds = sorted(set(kmeans) & set(qr))
+        if not seeds:
+            continue
+        gain = [kmeans[s]["acc"] - qr[s]["acc"] for s in seeds]
+        counts = (sum(g > 0 for g in gain), sum(g == 0 for g in gain), sum(g < 0 for g in gain))
+
+        def mean(table, key):
+            return f"{np.mean([table[s][key] for s in seeds]):.3f}"
+
+        print(f"| {dataset} | {mode} | {affinity} | {len(seeds)} | {mean(kmeans, 'acc')} "
+              f"| {mean(qr, 'acc')} | {mean(kmeans, 'nmi')} | {mean(qr, 'nmi')} "
+              f"| {' / '.join(map(str, counts))} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -95,8 +124,12 @@ def main():
     parser.add_argument("--cache-dir", default="skdsc_label_study")
     parser.add_argument("--mnist-models", nargs="*", default=[])
     parser.add_argument("--threads", type=int, default=1, help="torch threads per fit")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", required=True, help="JSON lines file (appended to)")
+    parser.add_argument("--summary", action="store_true", help="only summarise --out")
     args = parser.parse_args()
+    if args.summary:
+        summary(args.out)
+        return
     torch.set_num_threads(args.threads)
 
     def models():
