@@ -6,11 +6,15 @@ import torch
 from sklearn.utils._param_validation import Interval
 
 from ._base import BaseDeepSubspaceClustering, rows_nearly_identical
+from .nn.augment import Augmentation, device_generator
 from .nn.autoencoder import ConvAutoencoder, MLPAutoencoder
 from .nn.losses import coefficient_loss, reconstruction_loss, self_expression_loss
 
 # Codes decoded to check that the pretrained decoder still depends on its input.
 _COLLAPSE_CHECK_ROWS = 1024
+# Views for reconstruction pretraining: small shifts, zooms and rotations that
+# keep an image's identity (no mirroring, which changes digits and letters).
+_MILD_AUGMENTATION = {"crop_scale": (0.8, 1.0), "rotation": 10.0, "flip": False, "jitter": 0.0}
 
 
 def _positive_int_sequence(value, name):
@@ -47,14 +51,19 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
     image_shape : tuple of int or None, default=None
         ``(height, width)`` or ``(channels, height, width)`` of the images that
         the rows of ``X`` hold (flattened in C order). Given, the autoencoder is
-        convolutional; ``None`` uses a fully connected one.
+        convolutional (unless ``hidden_channels`` is empty); ``None`` uses a
+        fully connected one.
     hidden_channels : tuple of int, default=(15,)
         Output channels of each stride-2 convolution of the encoder (images).
+        An empty tuple gives a fully connected autoencoder (``hidden_units``)
+        on the flattened images, which can still be augmented.
     kernel_sizes : tuple of int, default=(3,)
-        Kernel size of each convolution (same length as ``hidden_channels``).
+        Kernel size of each convolution (same length as ``hidden_channels``;
+        ignored when that is empty).
     hidden_units : tuple of int, default=(256, 32)
         Widths of the fully connected encoder; the last one is the latent
-        dimension (used when ``image_shape`` is None).
+        dimension (used when ``image_shape`` is None or ``hidden_channels``
+        is empty).
     batch_size : int or None, default=128
         Samples per step. ``None``, or a value of at least ``n_samples``, means
         one full batch per epoch.
@@ -62,6 +71,19 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         Epochs of self-expressive training.
     n_pretrain_epochs : int, default=200
         Epochs of autoencoder pretraining on reconstruction alone.
+    pretrain_augmentation : None, bool or dict, default=None
+        Pretrain on random views of the images instead of the images
+        themselves (each view is encoded and rebuilt), so that codes change
+        little under small shifts and rotations; needs ``image_shape``. The
+        self-expressive phase and the codes that are clustered always use the
+        images as given. ``True`` draws views shifted and zoomed by up to
+        about 10% and rotated by up to 10 degrees; a dict overrides those
+        settings, with keys ``crop_scale`` (range of the fraction of the
+        image a view covers, default ``(0.8, 1.0)``), ``rotation`` (degrees,
+        ``10.0``), ``flip`` (mirror half of the views, ``False``) and
+        ``jitter`` (brightness and contrast, ``0.0``); see
+        :class:`skdsc.nn.Augmentation`. ``None`` or ``False`` pretrains on the
+        images.
     learning_rate : float, default=3e-3
         Adam learning rate of the decoder and the coefficients, and of the
         encoder before the ``scale_encoder_lr`` rule.
@@ -212,11 +234,13 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         "kernel_sizes": [tuple, list],
         "hidden_units": [tuple, list],
         "n_pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
+        "pretrain_augmentation": [None, "boolean", dict],
     }
 
     def __init__(self, n_clusters=8, *, image_shape=None, hidden_channels=(15,),
                  kernel_sizes=(3,), hidden_units=(256, 32), batch_size=128,
-                 n_epochs=200, n_pretrain_epochs=200, learning_rate=3e-3,
+                 n_epochs=200, n_pretrain_epochs=200, pretrain_augmentation=None,
+                 learning_rate=3e-3,
                  lambda_coef=1.0, lambda_self=10.0, self_expression="auto", n_nonzero=32,
                  refresh_epochs=10, bank_update="index",
                  scale_encoder_lr=True, affinity="auto", threshold="auto", subspace_dim=6,
@@ -237,11 +261,51 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         self.kernel_sizes = kernel_sizes
         self.hidden_units = hidden_units
         self.n_pretrain_epochs = n_pretrain_epochs
+        self.pretrain_augmentation = pretrain_augmentation
+
+    def _augmentation(self, input_shape):
+        """The pretraining views' :class:`Augmentation`, or None for none."""
+        setting = self.pretrain_augmentation
+        if setting is None or setting is False:
+            return None
+        if len(input_shape) == 1:
+            raise ValueError(
+                "pretrain_augmentation needs images: set image_shape to the (height, width) "
+                "or (channels, height, width) of the rows of X, or pretrain_augmentation=None."
+            )
+        overrides = {} if setting is True else dict(setting)
+        unknown = sorted(set(overrides) - set(_MILD_AUGMENTATION))
+        if unknown:
+            raise ValueError(
+                f"pretrain_augmentation got unknown keys {unknown}; accepted keys are "
+                f"{sorted(_MILD_AUGMENTATION)}."
+            )
+        settings = {**_MILD_AUGMENTATION, **overrides}
+        scale = settings["crop_scale"]
+        if (not isinstance(scale, (tuple, list)) or len(scale) != 2
+                or not all(isinstance(v, Real) for v in scale) or not 0 < scale[0] <= scale[1] <= 1):
+            raise ValueError("pretrain_augmentation['crop_scale'] must be (low, high) with "
+                             f"0 < low <= high <= 1, got {scale!r}.")
+        rotation, jitter = settings["rotation"], settings["jitter"]
+        if not isinstance(rotation, Real) or not 0 <= rotation <= 180:
+            raise ValueError("pretrain_augmentation['rotation'] must be a number of degrees in "
+                             f"[0, 180], got {rotation!r}.")
+        if not isinstance(jitter, Real) or not 0 <= jitter <= 1:
+            raise ValueError(f"pretrain_augmentation['jitter'] must be in [0, 1], got {jitter!r}.")
+        if not isinstance(settings["flip"], bool):
+            raise ValueError(f"pretrain_augmentation['flip'] must be a bool, got {settings['flip']!r}.")
+        return Augmentation(crop_scale=(float(scale[0]), float(scale[1])),
+                            rotation=float(rotation), flip=bool(settings["flip"]),
+                            jitter=float(jitter))
 
     def _build_network(self, input_shape):
+        self._augmentation(input_shape)  # a bad setting fails before any training
         if len(input_shape) == 1:
             units = _positive_int_sequence(self.hidden_units, "hidden_units")
             return MLPAutoencoder(input_shape[0], units)
+        if len(tuple(self.hidden_channels)) == 0:
+            units = _positive_int_sequence(self.hidden_units, "hidden_units")
+            return MLPAutoencoder(int(torch.Size(input_shape).numel()), units, input_shape)
         channels = _positive_int_sequence(self.hidden_channels, "hidden_channels")
         kernels = _positive_int_sequence(self.kernel_sizes, "kernel_sizes")
         if len(channels) != len(kernels):
@@ -264,9 +328,15 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
 
     def _pretrain(self, network, inputs, session):
         optimizer = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
+        objects = {"network": network, "optimizer": optimizer}
+        augment = self._augmentation(tuple(inputs.shape[1:]))
+        if augment is not None:
+            views = objects["views"] = device_generator(session.generator, session.device)
 
         def step(indices):
             x = inputs[indices]
+            if augment is not None:
+                x = augment(x, views)
             loss = reconstruction_loss(x, network(x))
             optimizer.zero_grad()
             loss.backward()
@@ -274,8 +344,7 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
             return {"loss": loss.detach()}
 
         session.run(
-            step, stage="pretrain", n_epochs=self.n_pretrain_epochs,
-            objects={"network": network, "optimizer": optimizer},
+            step, stage="pretrain", n_epochs=self.n_pretrain_epochs, objects=objects,
             divergence_hint=f"Lower learning_rate (now {self.learning_rate}) or scale X "
                             "to a smaller range.",
         )

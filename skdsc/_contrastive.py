@@ -8,16 +8,10 @@ from sklearn.utils._param_validation import Interval
 from timm.data import resolve_model_data_config
 
 from ._base import BaseDeepSubspaceClustering
-from .nn.augment import Augmentation
+from .nn.augment import Augmentation, device_generator
 from .nn.encoders import ProjectionEncoder, channel_statistics, create_backbone
 from .nn.losses import (coefficient_loss, info_nce_loss, paired_info_nce_loss,
                         self_expression_loss)
-
-
-def _device_generator(generator, device):
-    """A generator on ``device`` seeded from the CPU ``generator``."""
-    seed = int(torch.randint(2**62, (1,), generator=generator))
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 def _trainable(network):
@@ -335,7 +329,7 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
 
     def _pretrain(self, network, inputs, session):
         augment = self._augmentation()
-        views = _device_generator(session.generator, session.device)
+        views = device_generator(session.generator, session.device)
         optimizer = torch.optim.Adam(_trainable(network), lr=self.learning_rate)
 
         def step(indices):
@@ -361,7 +355,7 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
     def _make_step(self, network, self_expression, coef_optimizer, bank, inputs, n_batches,
                    generator):
         augment = self._augmentation()
-        views = _device_generator(generator, inputs.device)
+        views = device_generator(generator, inputs.device)
         encoder_lr = self.learning_rate / n_batches if self.scale_encoder_lr else self.learning_rate
         optimizer = torch.optim.Adam(_trainable(network), lr=encoder_lr)
 

@@ -145,6 +145,63 @@ def test_verbose_reports_every_epoch(make_estimator, subspace_data, capsys):
 
 # -- randomness and the training schedule -------------------------------------
 
+def test_fully_connected_autoencoder_on_images(make_estimator):
+    """hidden_channels=(): a fully connected autoencoder that rebuilds images."""
+    X, _ = make_subspaces(n_clusters=3, n_samples_per_cluster=10, n_features=24,
+                          subspace_dim=2, random_state=0)
+    model = make_estimator(image_shape=(2, 3, 4), hidden_channels=(), hidden_units=(16, 5)).fit(X)
+    assert isinstance(model.network_, MLPAutoencoder)
+    assert_fitted_attributes(model, n_samples=len(X), n_latent=5)
+    images = torch.as_tensor(X[:4] / model.input_scale_, dtype=torch.float32).reshape(4, 2, 3, 4)
+    with torch.no_grad():
+        assert model.network_(images).shape == (4, 2, 3, 4)
+    assert model.encode(X[:3]).shape == (3, 5)
+
+
+def _pretraining_views(monkeypatch):
+    """Record the batches that Augmentation draws views of."""
+    from skdsc.nn import Augmentation
+    seen = []
+    original = Augmentation.__call__
+
+    def spy(self, images, generator):
+        views = original(self, images, generator)
+        seen.append((self, images.clone(), views.clone()))
+        return views
+    monkeypatch.setattr(Augmentation, "__call__", spy)
+    return seen
+
+
+@pytest.mark.parametrize("setting, rotation, crop_scale", [
+    (True, 10.0, (0.8, 1.0)),
+    ({"rotation": 30.0, "crop_scale": [0.5, 0.9]}, 30.0, (0.5, 0.9)),
+])
+def test_pretrain_augmentation_rebuilds_views(monkeypatch, make_estimator, setting,
+                                              rotation, crop_scale):
+    """Every pretraining step encodes and rebuilds a random view of its batch."""
+    X, _ = make_subspaces(n_clusters=3, n_samples_per_cluster=20, n_features=64,
+                          subspace_dim=2, random_state=0)
+    X = np.abs(X)
+    seen = _pretraining_views(monkeypatch)
+    params = dict(image_shape=(8, 8), hidden_channels=(), hidden_units=(16, 4),
+                  n_pretrain_epochs=2, n_epochs=2)
+    model = make_estimator(pretrain_augmentation=setting, **params).fit(X)
+    pretraining_steps = 2 * math.ceil(len(X) / model.batch_size)
+    # One view per pretraining step; the self-expressive phase sees the images.
+    assert len(seen) == pretraining_steps
+    augmentation, images, views = seen[0]
+    assert (augmentation.rotation, augmentation.crop_scale) == (rotation, crop_scale)
+    assert not augmentation.flip and augmentation.jitter == 0.0
+    assert images.shape == views.shape == (len(images), 1, 8, 8)
+    assert not torch.equal(images, views)
+    # Views change the fit, reproducibly for a seed; the codes are of the images.
+    again = make_estimator(pretrain_augmentation=setting, **params).fit(X)
+    assert_array_equal(again.coef_, model.coef_)
+    plain = make_estimator(pretrain_augmentation=None, **params).fit(X)
+    assert not np.array_equal(plain.coef_, model.coef_)
+    assert_allclose(model.encode(X), model.embedding_, rtol=1e-5, atol=1e-6)
+
+
 def test_same_random_state_is_reproducible(make_estimator, subspace_data, fitted_small):
     """Same seed on the CPU: bit-identical coefficients, codes and labels."""
     X, _ = subspace_data

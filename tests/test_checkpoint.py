@@ -108,6 +108,22 @@ def test_interrupted_fit_resumes_to_the_uninterrupted_result(
         assert resumed_steps == (5 - saved["epoch"]) * 4
 
 
+def test_interrupted_augmented_pretraining_resumes(monkeypatch, tmp_path, subspace_data):
+    """The views' random stream is saved too: resuming gives the uninterrupted model."""
+    X = np.abs(np.repeat(subspace_data[0], 4, axis=1))  # 60 images of 5x8
+    params = dict(image_shape=(5, 8), hidden_channels=(), pretrain_augmentation=True,
+                  n_pretrain_epochs=4)
+    reference = small_estimator(**params).fit(X)
+    path = tmp_path / "fit.ckpt"
+    model = small_estimator(**params, checkpoint_path=path, checkpoint_interval=0)
+    interrupt_at_step(monkeypatch, type(model), "pretrain", at_call=10)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X)
+    assert torch.load(path, weights_only=True)["stage"] == "pretrain"
+    model.fit(X)
+    assert_same_model(model, reference)
+
+
 @pytest.fixture(scope="module")
 def images_or_rows(subspace_data):
     """Rows for MiniBatchDeepSubspaceClustering, 3x8x8 images for ContrastiveDSC."""

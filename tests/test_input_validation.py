@@ -146,7 +146,7 @@ def test_kernel_sizes_length_mismatch(make_estimator, subspace_data):
 
 
 @pytest.mark.parametrize("name, value", [
-    ("hidden_channels", ()), ("hidden_channels", (4, -1)), ("hidden_channels", (4.5,)),
+    ("hidden_channels", (4, -1)), ("hidden_channels", (4.5,)),
     ("kernel_sizes", (0,)), ("kernel_sizes", (3.0,)),
 ])
 def test_bad_conv_layers(make_estimator, subspace_data, name, value):
@@ -162,6 +162,37 @@ def test_bad_hidden_units(make_estimator, subspace_data, value):
     X, _ = subspace_data
     with pytest.raises(ValueError, match="hidden_units must be a non-empty sequence"):
         make_estimator(hidden_units=value).fit(X)
+
+
+def test_pretrain_augmentation_needs_images(make_estimator, subspace_data):
+    X, _ = subspace_data
+    with pytest.raises(ValueError, match="pretrain_augmentation needs images: set image_shape"):
+        make_estimator(pretrain_augmentation=True).fit(X)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"shift": 0.1}, r"unknown keys \['shift'\]; accepted keys are \['crop_scale', 'flip', "
+                     r"'jitter', 'rotation'\]"),
+    ({"crop_scale": (0.0, 1.0)}, r"\['crop_scale'\] must be \(low, high\)"),
+    ({"crop_scale": (0.9, 0.5)}, r"\['crop_scale'\] must be \(low, high\)"),
+    ({"crop_scale": 0.8}, r"\['crop_scale'\] must be \(low, high\)"),
+    ({"rotation": -5.0}, r"\['rotation'\] must be a number of degrees"),
+    ({"rotation": "10"}, r"\['rotation'\] must be a number of degrees"),
+    ({"jitter": 2.0}, r"\['jitter'\] must be in \[0, 1\]"),
+    ({"flip": "yes"}, r"\['flip'\] must be a bool"),
+])
+def test_bad_pretrain_augmentation(make_estimator, subspace_data, setting, message):
+    X, _ = subspace_data
+    est = make_estimator(image_shape=(2, 5), pretrain_augmentation=setting)
+    with pytest.raises(ValueError, match=message):
+        est.fit(X)
+    assert not hasattr(est, "network_")
+
+
+def test_pretrain_augmentation_type(make_estimator, subspace_data):
+    X, _ = subspace_data
+    with pytest.raises(ValueError, match="'pretrain_augmentation' parameter"):
+        make_estimator(image_shape=(2, 5), pretrain_augmentation="mild").fit(X)
 
 
 @pytest.mark.parametrize("kernel_sizes", [(2,), (4,), (9,)])

@@ -17,6 +17,12 @@ _CROP_RATIOS = (3 / 4, 4 / 3)
 _LUMA = (0.299, 0.587, 0.114)
 
 
+def device_generator(generator, device):
+    """A generator on ``device`` seeded from the CPU ``generator``."""
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 @dataclass(frozen=True)
 class Augmentation:
     """Settings of :meth:`__call__`, which draws one random view per image.

@@ -73,20 +73,26 @@ class MLPAutoencoder(nn.Module):
     hidden_units : sequence of int
         Widths of the encoder's layers; the last one is the latent dimension.
         The decoder mirrors them.
+    image_shape : tuple of int or None, default=None
+        Shape of one input image, when the inputs are images: the encoder
+        flattens them and the decoder returns images of this shape
+        (``n_features`` values each). None: inputs and outputs are rows.
     """
 
-    def __init__(self, n_features, hidden_units):
+    def __init__(self, n_features, hidden_units, image_shape=None):
         super().__init__()
         widths = [n_features, *hidden_units]
         self.encoder = _mlp(widths)
         self.decoder = _mlp(widths[::-1])
         self.n_latent = widths[-1]
+        self.image_shape = None if image_shape is None else tuple(image_shape)
 
     def encode(self, x):
         return self.encoder(x.flatten(1))
 
     def decode(self, codes):
-        return self.decoder(codes)
+        rows = self.decoder(codes)
+        return rows if self.image_shape is None else rows.reshape(-1, *self.image_shape)
 
     def forward(self, x):
         return self.decode(self.encode(x))
