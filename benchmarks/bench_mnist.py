@@ -61,7 +61,7 @@ FULL = {
                           n_epochs=10, refresh_epochs=5),
     # The same autoencoder pretrained on random views of the digits (shifts,
     # zooms, rotations; pretrain_augmentation=True) so that codes vary less
-    # with a digit's position and slant. A view costs about a quarter more
+    # with a digit's position and slant. A view costs about a third more
     # time per step, so 120 pretraining epochs keep the fit within the hour.
     "bdsc-dec-aug": dict(DEC_AUTOENCODER, image_shape=(1, 28, 28), hidden_channels=(),
                          pretrain_augmentation=True, batch_size=256, n_pretrain_epochs=120,

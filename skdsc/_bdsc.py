@@ -6,7 +6,7 @@ import torch
 from sklearn.utils._param_validation import Interval
 
 from ._base import BaseDeepSubspaceClustering, rows_nearly_identical
-from .nn.augment import Augmentation, device_generator
+from .nn.augment import Augmentation, check_crop_scale, device_generator
 from .nn.autoencoder import ConvAutoencoder, MLPAutoencoder
 from .nn.losses import coefficient_loss, reconstruction_loss, self_expression_loss
 
@@ -281,11 +281,7 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
                 f"{sorted(_MILD_AUGMENTATION)}."
             )
         settings = {**_MILD_AUGMENTATION, **overrides}
-        scale = settings["crop_scale"]
-        if (not isinstance(scale, (tuple, list)) or len(scale) != 2
-                or not all(isinstance(v, Real) for v in scale) or not 0 < scale[0] <= scale[1] <= 1):
-            raise ValueError("pretrain_augmentation['crop_scale'] must be (low, high) with "
-                             f"0 < low <= high <= 1, got {scale!r}.")
+        crop_scale = check_crop_scale(settings["crop_scale"], "pretrain_augmentation['crop_scale']")
         rotation, jitter = settings["rotation"], settings["jitter"]
         if not isinstance(rotation, Real) or not 0 <= rotation <= 180:
             raise ValueError("pretrain_augmentation['rotation'] must be a number of degrees in "
@@ -294,18 +290,15 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
             raise ValueError(f"pretrain_augmentation['jitter'] must be in [0, 1], got {jitter!r}.")
         if not isinstance(settings["flip"], bool):
             raise ValueError(f"pretrain_augmentation['flip'] must be a bool, got {settings['flip']!r}.")
-        return Augmentation(crop_scale=(float(scale[0]), float(scale[1])),
-                            rotation=float(rotation), flip=bool(settings["flip"]),
+        return Augmentation(crop_scale=crop_scale, rotation=float(rotation), flip=bool(settings["flip"]),
                             jitter=float(jitter))
 
     def _build_network(self, input_shape):
         self._augmentation(input_shape)  # a bad setting fails before any training
-        if len(input_shape) == 1:
+        if len(input_shape) == 1 or len(tuple(self.hidden_channels)) == 0:
             units = _positive_int_sequence(self.hidden_units, "hidden_units")
-            return MLPAutoencoder(input_shape[0], units)
-        if len(tuple(self.hidden_channels)) == 0:
-            units = _positive_int_sequence(self.hidden_units, "hidden_units")
-            return MLPAutoencoder(int(torch.Size(input_shape).numel()), units, input_shape)
+            image_shape = input_shape if len(input_shape) > 1 else None
+            return MLPAutoencoder(int(torch.Size(input_shape).numel()), units, image_shape)
         channels = _positive_int_sequence(self.hidden_channels, "hidden_channels")
         kernels = _positive_int_sequence(self.kernel_sizes, "kernel_sizes")
         if len(channels) != len(kernels):

@@ -8,7 +8,7 @@ from sklearn.utils._param_validation import Interval
 from timm.data import resolve_model_data_config
 
 from ._base import BaseDeepSubspaceClustering
-from .nn.augment import Augmentation, device_generator
+from .nn.augment import Augmentation, check_crop_scale, device_generator
 from .nn.encoders import ProjectionEncoder, channel_statistics, create_backbone
 from .nn.losses import (coefficient_loss, info_nce_loss, paired_info_nce_loss,
                         self_expression_loss)
@@ -300,13 +300,7 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
         return None if size == tuple(image_size) else tuple(int(s) for s in size)
 
     def _augmentation(self):
-        scale = tuple(self.crop_scale)
-        if (len(scale) != 2 or not all(isinstance(s, Real) for s in scale)
-                or not 0 < scale[0] <= scale[1] <= 1):
-            raise ValueError(
-                f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {self.crop_scale!r}."
-            )
-        return Augmentation(crop_scale=tuple(float(s) for s in scale),
+        return Augmentation(crop_scale=check_crop_scale(self.crop_scale, "crop_scale"),
                             rotation=float(self.rotation), flip=bool(self.flip),
                             jitter=float(self.color_jitter))
 

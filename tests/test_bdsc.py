@@ -19,7 +19,7 @@ from skdsc import MiniBatchDeepSubspaceClustering
 from skdsc._base import degenerate_codes
 from skdsc.datasets import make_subspaces
 from skdsc.metrics import accuracy_scorer, clustering_accuracy, embedding_silhouette_scorer
-from skdsc.nn import ConvAutoencoder, MLPAutoencoder
+from skdsc.nn import Augmentation, ConvAutoencoder, MLPAutoencoder
 from skdsc.spectral import dsc_affinity, symmetric_affinity, threshold_coefficients
 
 SELF_EXPRESSION_TERMS = {"loss", "reconstruction", "self_expression", "coefficient"}
@@ -160,7 +160,6 @@ def test_fully_connected_autoencoder_on_images(make_estimator):
 
 def _pretraining_views(monkeypatch):
     """Record the batches that Augmentation draws views of."""
-    from skdsc.nn import Augmentation
     seen = []
     original = Augmentation.__call__
 

@@ -7,6 +7,7 @@ the images' device, so a seeded fit draws the same views on every run.
 
 import math
 from dataclasses import dataclass
+from numbers import Real
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,17 @@ def device_generator(generator, device):
     """A generator on ``device`` seeded from the CPU ``generator``."""
     seed = int(torch.randint(2**62, (1,), generator=generator))
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def check_crop_scale(value, name):
+    """``value`` as a ``(low, high)`` pair of floats with ``0 < low <= high <= 1``.
+
+    Raises a ValueError naming the parameter ``name`` otherwise.
+    """
+    if (not isinstance(value, (tuple, list)) or len(value) != 2
+            or not all(isinstance(v, Real) for v in value) or not 0 < value[0] <= value[1] <= 1):
+        raise ValueError(f"{name} must be (low, high) with 0 < low <= high <= 1, got {value!r}.")
+    return float(value[0]), float(value[1])
 
 
 @dataclass(frozen=True)
