@@ -104,7 +104,8 @@ def affinity_scores(model, y, seed):
         _, labels = coefficients_to_labels(
             model.coef_, model.n_clusters, affinity=affinity, threshold=threshold,
             subspace_dim=model.subspace_dim, power=model.affinity_power,
-            assign_labels=model.assign_labels, random_state=seed)
+            assign_labels=model.assign_labels, n_components=model.n_components,
+            random_state=seed)
         scores[f"acc_{affinity}"] = clustering_accuracy(y, labels)
         scores[f"nmi_{affinity}"] = normalized_mutual_info_score(y, labels)
     return scores

@@ -14,7 +14,8 @@ Models come from two places:
   sparse, ``--seeds``) on ORL, COIL-20 or the grayscale COIL-100, each fit
   pickled into ``--cache-dir`` so that a rerun only re-scores;
 * ``--mnist-models PICKLE ...`` scores estimators pickled by
-  ``bench_mnist.py full --save-dir`` (all 70,000 digits).
+  ``bench_mnist.py full --save-dir`` (all 70,000 digits); their records
+  name the data set ``mnist/ESTIMATOR`` (earlier records: ``mnist``).
 
 Usage::
 
@@ -66,6 +67,22 @@ def fitted_model(dataset, mode, seed, data_dir, cache_dir):
         return pickle.load(source)
 
 
+def models(args):
+    """``(dataset, seed, model, y)`` for the fits and pickles named on the command line."""
+    for dataset in args.fit:
+        for mode in args.modes:
+            for seed in args.seeds:
+                model, y = fitted_model(dataset, mode, seed, args.data_dir, args.cache_dir)
+                yield dataset, seed, model, y
+    if args.mnist_models:
+        _, y = load_mnist(args.data_dir)
+    for path in args.mnist_models:
+        with open(path, "rb") as source:
+            model = pickle.load(source)
+        # bench_mnist.py names its pickles ESTIMATOR_NSAMPLES_seedSEED.pkl.
+        yield f"mnist/{Path(path).stem.rsplit('_', 2)[0]}", model.random_state, model, y
+
+
 def fit_seed(model):
     """The seed ``fit`` gave its post-processing (drawn from an int ``random_state``)."""
     return check_random_state(model.random_state).randint(np.iinfo(np.int32).max)
@@ -81,7 +98,7 @@ def score(model, y):
                 model.coef_, model.n_clusters, affinity=affinity,
                 threshold=model._threshold(mode), subspace_dim=model.subspace_dim,
                 power=model.affinity_power, assign_labels=assign_labels,
-                random_state=fit_seed(model))
+                n_components=model.n_clusters, random_state=fit_seed(model))
             yield dict(mode=mode, affinity=affinity, assign_labels=assign_labels,
                        acc=clustering_accuracy(y, labels),
                        nmi=normalized_mutual_info_score(y, labels),
@@ -116,7 +133,16 @@ def summary(path):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    run_study(__doc__, score, summary)
+
+
+def run_study(doc, score, summary):
+    """Command line of a post-processing study: score models, or summarise the records.
+
+    ``score(model, y)`` yields one record per setting; each gets the data set
+    and seed and is appended to ``--out``.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--data-dir", default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--fit", nargs="*", default=[], choices=["orl", "coil20", "coil100"])
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
@@ -132,21 +158,8 @@ def main():
         return
     torch.set_num_threads(args.threads)
 
-    def models():
-        for dataset in args.fit:
-            for mode in args.modes:
-                for seed in args.seeds:
-                    model, y = fitted_model(dataset, mode, seed, args.data_dir, args.cache_dir)
-                    yield dataset, seed, model, y
-        if args.mnist_models:
-            _, y = load_mnist(args.data_dir)
-        for path in args.mnist_models:
-            with open(path, "rb") as source:
-                model = pickle.load(source)
-            yield "mnist", model.random_state, model, y
-
     with open(args.out, "a") as sink:
-        for dataset, seed, model, y in models():
+        for dataset, seed, model, y in models(args):
             for record in score(model, y):
                 record.update(dataset=dataset, seed=seed)
                 sink.write(json.dumps(record) + "\n")

@@ -86,7 +86,7 @@ def rerun_self_expression(model, X, y, se_seed, encoder_rate):
             _, labels = coefficients_to_labels(
                 rerun.coef_, 10, affinity=affinity, threshold=rerun._threshold("sparse"),
                 subspace_dim=rerun.subspace_dim, power=rerun.affinity_power,
-                assign_labels=assign_labels, random_state=0)
+                assign_labels=assign_labels, n_components=10, random_state=0)
             record[f"{affinity}_{assign_labels}"] = scores(y, labels)
     return record
 

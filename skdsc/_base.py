@@ -26,7 +26,8 @@ from .nn.self_expression import (
     DenseSelfExpression, SparseSelfExpression, floored_penalty, local_ridge_regression,
 )
 from .nn.trainer import batch_plan
-from .spectral import AFFINITIES, LABEL_ASSIGNMENTS, coefficients_to_labels
+from .spectral import (AFFINITIES, LABEL_ASSIGNMENTS, check_n_components,
+                       coefficients_to_labels)
 
 # Rows encoded at once outside training (prediction, bank refresh).
 _INFERENCE_CHUNK = 1024
@@ -163,6 +164,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         "subspace_dim": [Interval(Integral, 1, None, closed="left")],
         "affinity_power": [Interval(Real, 0, None, closed="neither")],
         "assign_labels": [StrOptions(set(LABEL_ASSIGNMENTS))],
+        "n_components": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "device": [str],
         "checkpoint_path": [str, os.PathLike, None],
         "checkpoint_interval": [Interval(Real, 0, None, closed="left")],
@@ -174,8 +176,8 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
     def __init__(self, n_clusters, *, image_shape, batch_size, n_epochs, learning_rate,
                  lambda_coef, lambda_self, self_expression, n_nonzero, refresh_epochs,
                  bank_update, scale_encoder_lr, affinity, threshold, subspace_dim,
-                 affinity_power, assign_labels, device, checkpoint_path, checkpoint_interval,
-                 random_state, verbose):
+                 affinity_power, assign_labels, n_components, device, checkpoint_path,
+                 checkpoint_interval, random_state, verbose):
         self.n_clusters = n_clusters
         self.image_shape = image_shape
         self.batch_size = batch_size
@@ -193,6 +195,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         self.subspace_dim = subspace_dim
         self.affinity_power = affinity_power
         self.assign_labels = assign_labels
+        self.n_components = n_components
         self.device = device
         self.checkpoint_path = checkpoint_path
         self.checkpoint_interval = checkpoint_interval
@@ -315,6 +318,8 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             raise ValueError(
                 f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}."
             )
+        # Checked before training, not after it.
+        check_n_components(self.n_components, self.n_clusters, self.assign_labels, n_samples)
         input_shape = self._input_shape(X.shape[1])
         device = resolve_device(self.device)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
@@ -377,7 +382,8 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             self.coef_, self.n_clusters, affinity=self._affinity(mode),
             threshold=self._threshold(mode),
             subspace_dim=self.subspace_dim, power=self.affinity_power,
-            assign_labels=self.assign_labels, random_state=seed,
+            assign_labels=self.assign_labels, n_components=self.n_components,
+            random_state=seed,
         )
         if checkpoint is not None:
             checkpoint.remove()

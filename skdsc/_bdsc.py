@@ -138,6 +138,13 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         restarts, seeded by ``random_state``) on the rows scaled to unit
         length, or column-pivoted QR, which has no random start (see
         :func:`skdsc.spectral.spectral_labels`).
+    n_components : int or "auto", default="auto"
+        Number of eigenvectors in the spectral embedding. ``"auto"`` is
+        ``n_clusters + 1`` with ``assign_labels="kmeans"``: one eigenvector
+        more than clusters keeps the cut between two close clusters when
+        another, stretched cluster takes an eigenvector for a cut through
+        itself; ``"cluster_qr"`` needs exactly ``n_clusters`` (see
+        :func:`skdsc.spectral.spectral_labels`).
     device : {"auto", "cpu", "cuda"} or str, default="auto"
         Training device; ``"auto"`` uses CUDA when present.
     checkpoint_path : str, os.PathLike or None, default=None
@@ -244,8 +251,9 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
                  lambda_coef=1.0, lambda_self=10.0, self_expression="auto", n_nonzero=32,
                  refresh_epochs=10, bank_update="index",
                  scale_encoder_lr=True, affinity="auto", threshold="auto", subspace_dim=6,
-                 affinity_power=4.0, assign_labels="kmeans", device="auto",
-                 checkpoint_path=None, checkpoint_interval=60.0, random_state=None, verbose=0):
+                 affinity_power=4.0, assign_labels="kmeans", n_components="auto",
+                 device="auto", checkpoint_path=None, checkpoint_interval=60.0,
+                 random_state=None, verbose=0):
         super().__init__(
             n_clusters, image_shape=image_shape, batch_size=batch_size,
             n_epochs=n_epochs, learning_rate=learning_rate, lambda_coef=lambda_coef,
@@ -253,7 +261,7 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
             refresh_epochs=refresh_epochs, bank_update=bank_update,
             scale_encoder_lr=scale_encoder_lr, affinity=affinity, threshold=threshold,
             subspace_dim=subspace_dim, affinity_power=affinity_power,
-            assign_labels=assign_labels, device=device,
+            assign_labels=assign_labels, n_components=n_components, device=device,
             checkpoint_path=checkpoint_path, checkpoint_interval=checkpoint_interval,
             random_state=random_state, verbose=verbose,
         )

@@ -6,6 +6,8 @@ input (in any format) stays sparse from end to end: nothing of shape
 entries per sample scale to tens of thousands of samples.
 """
 
+import numbers
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import eigh, qr, svd
@@ -273,7 +275,7 @@ def _leading_singular_pairs(sym, rank):
 
 def coefficients_to_labels(coef, n_clusters, *, affinity="dsc", threshold=1.0,
                            subspace_dim=4, power=1.0, assign_labels="kmeans",
-                           random_state=None):
+                           n_components="auto", random_state=None):
     """Cluster samples from their self-expression coefficients.
 
     Parameters
@@ -295,6 +297,9 @@ def coefficients_to_labels(coef, n_clusters, *, affinity="dsc", threshold=1.0,
     assign_labels : {"kmeans", "cluster_qr"}, default="kmeans"
         How labels are read off the spectral embedding (see
         :func:`spectral_labels`).
+    n_components : int or "auto", default="auto"
+        Number of eigenvectors in the spectral embedding (see
+        :func:`spectral_labels`).
     random_state : int, RandomState instance or None, default=None
         Seeds the eigensolver's start vector and the k-means initialisation.
 
@@ -306,7 +311,7 @@ def coefficients_to_labels(coef, n_clusters, *, affinity="dsc", threshold=1.0,
     """
     if affinity not in AFFINITIES:
         raise ValueError(f"affinity must be one of {AFFINITIES}, got {affinity!r}.")
-    _check_assign_labels(assign_labels)
+    check_n_components(n_components, n_clusters, assign_labels, coef.shape[0])
     thresholded = threshold_coefficients(coef, threshold)
     if affinity == "dsc":
         matrix = dsc_affinity(thresholded, n_clusters, subspace_dim, power)
@@ -314,7 +319,7 @@ def coefficients_to_labels(coef, n_clusters, *, affinity="dsc", threshold=1.0,
         matrix = symmetric_affinity(thresholded)
     del thresholded  # one copy of C less while spectral clustering copies the affinity
     labels = spectral_labels(matrix, n_clusters, random_state=random_state,
-                             assign_labels=assign_labels)
+                             assign_labels=assign_labels, n_components=n_components)
     return matrix, labels
 
 
@@ -324,10 +329,11 @@ def _check_assign_labels(assign_labels):
                          f"got {assign_labels!r}.")
 
 
-def spectral_labels(affinity_matrix, n_clusters, random_state=None, assign_labels="kmeans"):
+def spectral_labels(affinity_matrix, n_clusters, random_state=None, assign_labels="kmeans",
+                    n_components="auto"):
     """Spectral clustering of a precomputed affinity (normalised cut).
 
-    The embedding is the ``n_clusters`` leading eigenvectors of the
+    The embedding is the ``n_components`` leading eigenvectors of the
     normalised adjacency ``D^-1/2 A D^-1/2``. With ``assign_labels="kmeans"``
     (Ng, Jordan and Weiss, 2001) each sample's row of the embedding is scaled
     to unit length and the rows are clustered by k-means (10 restarts): the
@@ -342,11 +348,11 @@ def spectral_labels(affinity_matrix, n_clusters, random_state=None, assign_label
     affinity_matrix : {ndarray, sparse matrix} of shape (n_samples, n_samples)
         Symmetric, non-negative affinity; its diagonal is ignored. A sparse
         matrix is clustered without being made dense: the embedding is the
-        ``n_clusters`` leading eigenvectors of ``D^-1/2 A D^-1/2``, those of
-        its connected components written down exactly and the others from
-        ARPACK (no shift-invert), so it scales to tens of thousands of samples.
-        With more components than clusters, the largest components are the
-        clusters; samples without any edge get an arbitrary label.
+        leading eigenvectors of ``D^-1/2 A D^-1/2``, those of its connected
+        components written down exactly and the others from ARPACK (no
+        shift-invert), so it scales to tens of thousands of samples. With
+        more connected components than eigenvectors, the largest components
+        are kept; samples without any edge get an arbitrary label.
     n_clusters : int
         Number of clusters.
     random_state : int, RandomState instance or None, default=None
@@ -356,44 +362,94 @@ def spectral_labels(affinity_matrix, n_clusters, random_state=None, assign_label
         deterministic.
     assign_labels : {"kmeans", "cluster_qr"}, default="kmeans"
         How labels are read off the spectral embedding.
+    n_components : int or "auto", default="auto"
+        Number of eigenvectors in the embedding. ``"auto"`` is
+        ``n_clusters + 1`` for ``"kmeans"`` (at most ``n_samples``): a cluster
+        that is internally stretched, such as a long chain of neighbours, can
+        take one of the first ``n_clusters`` eigenvectors for a cut through
+        itself and push out the one that separates two other clusters; one
+        more eigenvector keeps that direction for k-means
+        (``benchmarks/RESULTS.md``, "Spectral embedding size").
+        ``"cluster_qr"`` reads one cluster per eigenvector, so it takes exactly
+        ``n_clusters`` (``"auto"`` or that number).
 
     Returns
     -------
     labels : ndarray of shape (n_samples,), dtype int64
         All zeros for an affinity without edges or ``n_clusters=1``.
     """
-    _check_assign_labels(assign_labels)
-    if sp.issparse(affinity_matrix):
-        embedding = _spectral_embedding_sparse(affinity_matrix, n_clusters, random_state)
-    elif not np.any(affinity_matrix) or n_clusters == 1:
+    n_samples = affinity_matrix.shape[0]
+    n_vectors = check_n_components(n_components, n_clusters, assign_labels, n_samples)
+    if n_clusters == 1:
+        embedding = None
+    elif sp.issparse(affinity_matrix):
+        embedding = _spectral_embedding_sparse(affinity_matrix, n_vectors, random_state)
+    elif not np.any(affinity_matrix):
         embedding = None
     else:
         seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
         # The same embedding as sklearn.cluster.spectral_clustering's.
-        embedding = spectral_embedding(affinity_matrix, n_components=n_clusters,
+        embedding = spectral_embedding(affinity_matrix, n_components=n_vectors,
                                        eigen_solver="arpack", random_state=seed,
                                        drop_first=False)
     if embedding is None:
         # No edge (or one cluster): no structure to cut, one cluster is the honest answer.
-        return np.zeros(affinity_matrix.shape[0], dtype=np.int64)
+        return np.zeros(n_samples, dtype=np.int64)
     if assign_labels == "cluster_qr":
         return _cluster_qr(embedding)
-    return _kmeans_on_directions(embedding, random_state)
+    return _kmeans_on_directions(embedding, n_clusters, random_state)
 
 
-def _kmeans_on_directions(embedding, random_state):
+def check_n_components(n_components, n_clusters, assign_labels, n_samples):
+    """The number of spectral eigenvectors that ``n_components`` asks for.
+
+    Parameters
+    ----------
+    n_components : int or "auto"
+        See :func:`spectral_labels`.
+    n_clusters : int
+    assign_labels : {"kmeans", "cluster_qr"}
+    n_samples : int
+
+    Returns
+    -------
+    n_vectors : int
+
+    Raises
+    ------
+    ValueError
+        If ``n_components`` is neither ``"auto"`` nor an int in
+        ``[1, n_samples]``, or differs from ``n_clusters`` with
+        ``assign_labels="cluster_qr"``.
+    """
+    _check_assign_labels(assign_labels)
+    if isinstance(n_components, str) and n_components == "auto":
+        if assign_labels == "cluster_qr":
+            return n_clusters
+        return min(n_clusters + 1, max(n_samples, n_clusters))
+    if not isinstance(n_components, numbers.Integral) or isinstance(n_components, bool) \
+            or not 1 <= n_components <= n_samples:
+        raise ValueError(f"n_components must be 'auto' or an int in [1, n_samples={n_samples}], "
+                         f"got {n_components!r}.")
+    if assign_labels == "cluster_qr" and n_components != n_clusters:
+        raise ValueError(f"assign_labels='cluster_qr' reads one cluster per eigenvector, so "
+                         f"n_components must be 'auto' or n_clusters={n_clusters}, "
+                         f"got {n_components}.")
+    return int(n_components)
+
+
+def _kmeans_on_directions(embedding, n_clusters, random_state):
     """k-means of the embedding's rows scaled to unit length (Ng, Jordan and Weiss)."""
-    n_clusters = embedding.shape[1]
     seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
     kmeans = KMeans(n_clusters, n_init=_KMEANS_N_INIT, random_state=seed)
     return kmeans.fit_predict(normalize(embedding)).astype(np.int64)
 
 
-def _spectral_embedding_sparse(affinity_matrix, n_clusters, random_state):
+def _spectral_embedding_sparse(affinity_matrix, n_vectors, random_state):
     """The spectral embedding of a sparse affinity, never made dense; None without edges."""
     # Self-loops are ignored, as by the graph Laplacian of the dense path.
     adjacency = _drop_diagonal(_canonical(affinity_matrix.tocsr()))
-    if adjacency.nnz == 0 or n_clusters == 1:
+    if adjacency.nnz == 0:
         return None
     # ARPACK assumes symmetry; a symmetric input is unchanged.
     adjacency = (adjacency + adjacency.T).tocsr()
@@ -405,13 +461,13 @@ def _spectral_embedding_sparse(affinity_matrix, n_clusters, random_state):
     adjacency.data *= inv_sqrt_degree[_row_indices(adjacency)]
     adjacency.data *= inv_sqrt_degree[adjacency.indices]
 
-    vectors = _leading_eigenvectors(adjacency, np.sqrt(degree), n_clusters, random_state)
+    vectors = _leading_eigenvectors(adjacency, np.sqrt(degree), n_vectors, random_state)
     del adjacency
     return vectors * inv_sqrt_degree[:, np.newaxis]
 
 
-def _leading_eigenvectors(normalized, sqrt_degree, n_clusters, random_state):
-    """The ``n_clusters`` eigenvectors of largest eigenvalue of ``D^-1/2 A D^-1/2``.
+def _leading_eigenvectors(normalized, sqrt_degree, n_vectors, random_state):
+    """The ``n_vectors`` eigenvectors of largest eigenvalue of ``D^-1/2 A D^-1/2``.
 
     Every connected component with an edge has eigenvalue 1, with eigenvector
     ``sqrt(degree)`` on its samples. ARPACK, a single-vector Krylov method,
@@ -420,12 +476,12 @@ def _leading_eigenvectors(normalized, sqrt_degree, n_clusters, random_state):
     directly, and the eigensolver (ARPACK, or ``eigh`` for small ``n``) only
     looks for the others, orthogonally to them.
     """
-    components = _component_eigenvectors(normalized, sqrt_degree, n_clusters)
-    n_left = n_clusters - components.shape[1]
+    components = _component_eigenvectors(normalized, sqrt_degree, n_vectors)
+    n_left = n_vectors - components.shape[1]
     if n_left == 0:
         return components
     n_samples = normalized.shape[0]
-    if n_samples <= _SPARSE_DENSE_EIGH_MAX or n_clusters >= n_samples - 1:
+    if n_samples <= _SPARSE_DENSE_EIGH_MAX or n_vectors >= n_samples - 1:
         # M and the projection on the components commute: (I - QQ^T) M = M - QQ^T.
         deflated = normalized.toarray()
         deflated -= components @ components.T
@@ -449,17 +505,17 @@ def _leading_eigenvectors(normalized, sqrt_degree, n_clusters, random_state):
     return np.hstack([components, vectors])
 
 
-def _component_eigenvectors(normalized, sqrt_degree, n_clusters):
+def _component_eigenvectors(normalized, sqrt_degree, n_vectors):
     """Orthonormal eigenvectors, of eigenvalue 1, of the components with an edge.
 
-    At most ``n_clusters`` of them, for the largest components: with more
-    components than clusters, the smaller ones are left out of the embedding
+    At most ``n_vectors`` of them, for the largest components: with more
+    components than that, the smaller ones are left out of the embedding
     (their samples, like isolated ones, get an arbitrary label).
     """
     _, component = connected_components(normalized, directed=False)
     has_edge = np.diff(normalized.indptr) > 0
     sizes = np.bincount(component[has_edge], minlength=component.max() + 1)
-    kept = np.argsort(-sizes, kind="stable")[:n_clusters]
+    kept = np.argsort(-sizes, kind="stable")[:n_vectors]
     kept = kept[sizes[kept] > 0]
     column = np.full(sizes.size, -1)
     column[kept] = np.arange(kept.size)

@@ -211,7 +211,8 @@ def test_unusual_kernel_sizes_fit(make_estimator, subspace_data, kernel_sizes):
     ("lambda_coef", -1.0), ("lambda_self", 0.0), ("bank_update", "lifo"),
     ("scale_encoder_lr", "yes"), ("affinity", "foo"), ("threshold", 0),
     ("threshold", 1.5), ("threshold", "none"), ("subspace_dim", 0), ("affinity_power", 0.0),
-    ("assign_labels", "discretize"),
+    ("assign_labels", "discretize"), ("n_components", 0), ("n_components", 2.5),
+    ("n_components", "all"),
     ("self_expression", "lowrank"), ("self_expression", None), ("n_nonzero", 0),
     ("n_nonzero", 2.5), ("refresh_epochs", -1), ("device", 5), ("random_state", "seed"), ("hidden_units", "abc"),
     ("hidden_channels", 4), ("kernel_sizes", None),
@@ -222,6 +223,26 @@ def test_invalid_parameter_values(make_estimator, subspace_data, name, value):
     with pytest.raises(ValueError, match=f"The '{name}' parameter of "
                                          "MiniBatchDeepSubspaceClustering must be"):
         make_estimator(**{name: value}).fit(X)
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(n_components=61), r"n_components must be 'auto' or an int in \[1, n_samples=60\]"),
+    (dict(assign_labels="cluster_qr", n_components=4),
+     "assign_labels='cluster_qr' reads one cluster per eigenvector"),
+])
+def test_n_components_checked_before_training(any_estimator, subspace_data, monkeypatch,
+                                             params, message):
+    """An embedding size that the post-processing cannot use fails before any training."""
+    make_estimator, _ = any_estimator
+    X, _ = subspace_data
+    model = make_estimator(**params)
+    monkeypatch.setattr(type(model), "_initialise", _must_not_train)
+    with pytest.raises(ValueError, match=message):
+        model.fit(X)
+
+
+def _must_not_train(*args, **kwargs):
+    raise AssertionError("training started")
 
 
 @pytest.mark.parametrize("device", ["tpu", "gpu", "cuda:x"])

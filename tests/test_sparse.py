@@ -395,3 +395,17 @@ def test_assign_labels_reads_the_fitted_affinity(postprocessing_calls, subspace_
     expected = spectral_labels(model.affinity_matrix_, model.n_clusters,
                                random_state=call["random_state"], assign_labels=assign_labels)
     assert_array_equal(model.labels_, expected)
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse"])
+@pytest.mark.parametrize("n_components", ["auto", 3, 6])
+def test_n_components_reads_the_fitted_affinity(postprocessing_calls, subspace_data, mode,
+                                                n_components):
+    """labels_ are k-means on the n_components leading eigenvectors of affinity_matrix_."""
+    X, _ = subspace_data
+    model = small_estimator(self_expression=mode, n_components=n_components).fit(X)
+    (call,) = postprocessing_calls
+    assert call["n_components"] == n_components
+    expected = spectral_labels(model.affinity_matrix_, model.n_clusters,
+                               random_state=call["random_state"], n_components=n_components)
+    assert_array_equal(model.labels_, expected)

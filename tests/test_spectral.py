@@ -3,11 +3,14 @@
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+from scipy import sparse
+from sklearn.metrics import adjusted_rand_score
 
 from skdsc import spectral
 from skdsc.datasets import make_subspaces
 from skdsc.metrics import clustering_accuracy
 from skdsc.spectral import (
+    check_n_components,
     coefficients_to_labels,
     dsc_affinity,
     spectral_labels,
@@ -223,10 +226,91 @@ def test_kmeans_assignment_scales_rows_to_unit_length():
     lengths = np.concatenate([rng.uniform(0.05, 0.1, 50), rng.uniform(5, 10, 50)])
     truth = np.tile([0, 1], 50)
     embedding = directions[truth] * lengths[:, np.newaxis]
-    labels = spectral._kmeans_on_directions(embedding, 0)
+    labels = spectral._kmeans_on_directions(embedding, 2, 0)
     assert clustering_accuracy(truth, labels) == 1.0
 
 
 def test_spectral_labels_rejects_unknown_assignment():
     with pytest.raises(ValueError, match="assign_labels must be one of"):
         spectral_labels(np.ones((4, 4)), 2, assign_labels="discretize")
+
+
+# -- n_components: the size of the spectral embedding --------------------------
+
+def chain_and_two_close_blobs(seed=0):
+    """A graph whose n_clusters leading eigenvectors miss one of its clusters.
+
+    A chain of 100 samples (each linked to its next 20) is a cluster, loosely
+    tied to two blobs of 100 that share many edges with each other. The chain's
+    first cut through itself costs less (normalised-Laplacian eigenvalue about
+    0.09) than the cut between the blobs (about 0.26), and its second costs more
+    (about 0.31): the 3 leading eigenvectors split the chain and merge the
+    blobs, a fourth holds the cut between the blobs.
+    """
+    rng = np.random.default_rng(seed)
+    n_chain, n_blob = 100, 100
+    rows, cols = [], []
+    for step in range(1, 21):
+        rows.append(np.arange(n_chain - step))
+        cols.append(np.arange(step, n_chain))
+    first, second = n_chain + np.arange(n_blob), n_chain + n_blob + np.arange(n_blob)
+    for left, right, density in ((first, first, 0.3), (second, second, 0.3),
+                                 (first, second, 0.1)):
+        r, c = np.nonzero(np.triu(rng.random((n_blob, n_blob)) < density, 1))
+        rows.append(left[r])
+        cols.append(right[c])
+    rows.append([n_chain - 1])  # one edge keeps the graph connected
+    cols.append([n_chain])
+    n = n_chain + 2 * n_blob
+    upper = sparse.csr_matrix((np.ones(sum(map(len, rows))),
+                               (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    return (upper + upper.T).tocsr(), np.repeat([0, 1, 2], [n_chain, n_blob, n_blob])
+
+
+@pytest.mark.parametrize("as_sparse", [True, False])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_one_more_eigenvector_keeps_the_cut_between_close_clusters(as_sparse, seed):
+    affinity, truth = chain_and_two_close_blobs(seed)
+    if not as_sparse:
+        affinity = affinity.toarray()
+    exactly_k = spectral_labels(affinity, 3, random_state=seed, n_components=3)
+    auto = spectral_labels(affinity, 3, random_state=seed)
+    assert adjusted_rand_score(truth, exactly_k) < 0.6  # the chain split, the blobs merged
+    assert adjusted_rand_score(truth, auto) == 1.0
+    assert_array_equal(auto, spectral_labels(affinity, 3, random_state=seed, n_components=4))
+
+
+@pytest.mark.parametrize("assign_labels, n_clusters, n_samples, expected", [
+    ("kmeans", 3, 100, 4), ("kmeans", 3, 3, 3), ("cluster_qr", 3, 100, 3),
+])
+def test_auto_n_components(assign_labels, n_clusters, n_samples, expected):
+    """"auto" is one eigenvector more than clusters for k-means (at most
+    n_samples), exactly n_clusters for cluster_qr."""
+    assert check_n_components("auto", n_clusters, assign_labels, n_samples) == expected
+
+
+@pytest.mark.parametrize("n_components", [2, 4])
+def test_kmeans_takes_any_embedding_size(n_components):
+    """k-means finds n_clusters clusters in fewer or more eigenvectors."""
+    coef, blocks = block_coefficients([20, 25, 30])
+    _, labels = coefficients_to_labels(coef, 3, n_components=n_components, random_state=0)
+    assert set(labels) <= {0, 1, 2}
+    if n_components >= 3:
+        assert clustering_accuracy(blocks, labels) == 1.0
+
+
+@pytest.mark.parametrize("n_components, assign_labels, message", [
+    (0, "kmeans", r"n_components must be 'auto' or an int in \[1, n_samples=30\], got 0"),
+    (31, "kmeans", r"an int in \[1, n_samples=30\], got 31"),
+    (2.0, "kmeans", r"an int in \[1, n_samples=30\], got 2.0"),
+    (True, "kmeans", r"an int in \[1, n_samples=30\], got True"),
+    ("max", "kmeans", r"an int in \[1, n_samples=30\], got 'max'"),
+    (4, "cluster_qr", "n_components must be 'auto' or n_clusters=3, got 4"),
+])
+def test_bad_n_components(n_components, assign_labels, message):
+    coef, _ = block_coefficients([10, 10, 10])
+    with pytest.raises(ValueError, match=message):
+        spectral_labels(symmetric_affinity(coef), 3, n_components=n_components,
+                        assign_labels=assign_labels)
+    with pytest.raises(ValueError, match=message):
+        coefficients_to_labels(coef, 3, n_components=n_components, assign_labels=assign_labels)
