@@ -4,9 +4,15 @@ Rows are the true digits, columns the clusters, reordered by the matching
 that defines ACC (Hungarian assignment), so the diagonal holds the digits
 counted as correct. Labels are used here only to score.
 
+With ``--n-components``, the labels are read again from the model's
+``coef_`` (its fit's post-processing settings and seed) with that spectral
+embedding size instead of taken from ``labels_``.
+
 Usage::
 
     python benchmarks/confusion_mnist.py /tmp/models/bdsc-dec-aug_70000_seed0.pkl
+    python benchmarks/confusion_mnist.py /tmp/models/bdsc-dec-aug_70000_seed0.pkl \
+        --n-components auto
 """
 
 import argparse
@@ -18,16 +24,32 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import confusion_matrix
 
 from bench_mnist import load_mnist
+from study_label_assignment import fit_seed
+from skdsc.spectral import coefficients_to_labels
+
+
+def relabel(model, n_components):
+    """Labels of the model's own post-processing with another embedding size."""
+    mode = model.self_expression_
+    _, labels = coefficients_to_labels(
+        model.coef_, model.n_clusters, affinity=model._affinity(mode),
+        threshold=model._threshold(mode), subspace_dim=model.subspace_dim,
+        power=model.affinity_power, assign_labels=model.assign_labels,
+        n_components=n_components, random_state=fit_seed(model))
+    return labels
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="pickled fitted estimator")
     parser.add_argument("--data-dir", default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--n-components", type=lambda v: v if v == "auto" else int(v),
+                        help="read the labels again with this embedding size ('auto' or an int)")
     args = parser.parse_args()
     _, y = load_mnist(args.data_dir)
     with open(args.model, "rb") as file:
-        labels = pickle.load(file).labels_
+        model = pickle.load(file)
+    labels = model.labels_ if args.n_components is None else relabel(model, args.n_components)
     counts = confusion_matrix(y, labels)
     _, clusters = linear_sum_assignment(-counts)
     matched = counts[:, clusters]
