@@ -163,6 +163,7 @@ def run_study(doc, score, summary):
             for record in score(model, y):
                 record.update(dataset=dataset, seed=seed)
                 sink.write(json.dumps(record) + "\n")
+                sink.flush()  # a long run keeps what it has scored if stopped
                 print(json.dumps(record), flush=True)
 
 
