@@ -24,19 +24,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import confusion_matrix
 
 from bench_mnist import load_mnist
-from study_label_assignment import fit_seed
-from skdsc.spectral import coefficients_to_labels
-
-
-def relabel(model, n_components):
-    """Labels of the model's own post-processing with another embedding size."""
-    mode = model.self_expression_
-    _, labels = coefficients_to_labels(
-        model.coef_, model.n_clusters, affinity=model._affinity(mode),
-        threshold=model._threshold(mode), subspace_dim=model.subspace_dim,
-        power=model.affinity_power, assign_labels=model.assign_labels,
-        n_components=n_components, random_state=fit_seed(model))
-    return labels
+from study_label_assignment import relabel
 
 
 def main():
@@ -49,7 +37,7 @@ def main():
     _, y = load_mnist(args.data_dir)
     with open(args.model, "rb") as file:
         model = pickle.load(file)
-    labels = model.labels_ if args.n_components is None else relabel(model, args.n_components)
+    labels = model.labels_ if args.n_components is None else relabel(model, n_components=args.n_components)
     counts = confusion_matrix(y, labels)
     _, clusters = linear_sum_assignment(-counts)
     matched = counts[:, clusters]

@@ -93,16 +93,27 @@ def score(model, y):
     mode = model.self_expression_
     for affinity in AFFINITIES:
         for assign_labels in LABEL_ASSIGNMENTS:
-            start = time.perf_counter()
-            _, labels = coefficients_to_labels(
-                model.coef_, model.n_clusters, affinity=affinity,
-                threshold=model._threshold(mode), subspace_dim=model.subspace_dim,
-                power=model.affinity_power, assign_labels=assign_labels,
-                n_components=model.n_clusters, random_state=fit_seed(model))
             yield dict(mode=mode, affinity=affinity, assign_labels=assign_labels,
-                       acc=clustering_accuracy(y, labels),
-                       nmi=normalized_mutual_info_score(y, labels),
-                       seconds=time.perf_counter() - start)
+                       **rescore(model, y, affinity=affinity, assign_labels=assign_labels,
+                                 n_components=model.n_clusters))
+
+
+def relabel(model, **settings):
+    """Labels of the model's own post-processing (its fit's settings and seed),
+    with the keyword arguments of ``coefficients_to_labels`` in ``settings`` changed."""
+    mode = model.self_expression_
+    fitted = dict(affinity=model._affinity(mode), threshold=model._threshold(mode),
+                  subspace_dim=model.subspace_dim, power=model.affinity_power,
+                  assign_labels=model.assign_labels, random_state=fit_seed(model))
+    return coefficients_to_labels(model.coef_, model.n_clusters, **{**fitted, **settings})[1]
+
+
+def rescore(model, y, **settings):
+    """ACC, NMI and seconds of :func:`relabel`."""
+    start = time.perf_counter()
+    labels = relabel(model, **settings)
+    return dict(acc=clustering_accuracy(y, labels), nmi=normalized_mutual_info_score(y, labels),
+                seconds=time.perf_counter() - start)
 
 
 def summary(path):

@@ -28,14 +28,11 @@ Usage::
 """
 
 import json
-import time
 
 import numpy as np
-from sklearn.metrics import normalized_mutual_info_score
 
-from study_label_assignment import fit_seed, run_study
-from skdsc.metrics import clustering_accuracy
-from skdsc.spectral import AFFINITIES, coefficients_to_labels
+from study_label_assignment import rescore, run_study
+from skdsc.spectral import AFFINITIES
 
 # Embedding sizes compared, as functions of n_clusters.
 SIZES = {
@@ -53,16 +50,9 @@ def score(model, y):
     k = model.n_clusters
     for affinity in AFFINITIES:
         for size, n_components in SIZES.items():
-            start = time.perf_counter()
-            _, labels = coefficients_to_labels(
-                model.coef_, k, affinity=affinity, threshold=model._threshold(mode),
-                subspace_dim=model.subspace_dim, power=model.affinity_power,
-                assign_labels="kmeans", n_components=n_components(k),
-                random_state=fit_seed(model))
             yield dict(mode=mode, affinity=affinity, size=size, n_components=n_components(k),
-                       acc=clustering_accuracy(y, labels),
-                       nmi=normalized_mutual_info_score(y, labels),
-                       seconds=time.perf_counter() - start)
+                       **rescore(model, y, affinity=affinity, assign_labels="kmeans",
+                                 n_components=n_components(k)))
 
 
 def summary(path):
