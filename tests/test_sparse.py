@@ -383,29 +383,19 @@ def test_auto_affinity_follows_the_mode(postprocessing_calls, subspace_data, mod
 
 
 @pytest.mark.parametrize("mode", ["dense", "sparse"])
-@pytest.mark.parametrize("assign_labels", ["kmeans", "cluster_qr"])
-def test_assign_labels_reads_the_fitted_affinity(postprocessing_calls, subspace_data, mode,
-                                                 assign_labels):
-    """labels_ are the chosen assignment's spectral clustering of affinity_matrix_,
-    with the seed the fit passed on."""
+@pytest.mark.parametrize("assign_labels, n_components", [
+    ("kmeans", "auto"), ("cluster_qr", "auto"), ("kmeans", 3), ("kmeans", 6),
+])
+def test_labels_are_read_off_the_fitted_affinity(postprocessing_calls, subspace_data, mode,
+                                                 assign_labels, n_components):
+    """labels_ are the spectral clustering of affinity_matrix_ with the chosen
+    assignment and embedding size, and the seed the fit passed on."""
     X, _ = subspace_data
-    model = small_estimator(self_expression=mode, assign_labels=assign_labels).fit(X)
+    model = small_estimator(self_expression=mode, assign_labels=assign_labels,
+                            n_components=n_components).fit(X)
     (call,) = postprocessing_calls
-    assert call["assign_labels"] == assign_labels
+    assert (call["assign_labels"], call["n_components"]) == (assign_labels, n_components)
     expected = spectral_labels(model.affinity_matrix_, model.n_clusters,
-                               random_state=call["random_state"], assign_labels=assign_labels)
-    assert_array_equal(model.labels_, expected)
-
-
-@pytest.mark.parametrize("mode", ["dense", "sparse"])
-@pytest.mark.parametrize("n_components", ["auto", 3, 6])
-def test_n_components_reads_the_fitted_affinity(postprocessing_calls, subspace_data, mode,
-                                                n_components):
-    """labels_ are k-means on the n_components leading eigenvectors of affinity_matrix_."""
-    X, _ = subspace_data
-    model = small_estimator(self_expression=mode, n_components=n_components).fit(X)
-    (call,) = postprocessing_calls
-    assert call["n_components"] == n_components
-    expected = spectral_labels(model.affinity_matrix_, model.n_clusters,
-                               random_state=call["random_state"], n_components=n_components)
+                               random_state=call["random_state"], assign_labels=assign_labels,
+                               n_components=n_components)
     assert_array_equal(model.labels_, expected)
