@@ -37,7 +37,10 @@ def main():
     _, y = load_mnist(args.data_dir)
     with open(args.model, "rb") as file:
         model = pickle.load(file)
-    labels = model.labels_ if args.n_components is None else relabel(model, n_components=args.n_components)
+    if args.n_components is None:
+        labels = model.labels_
+    else:
+        labels = relabel(model, n_components=args.n_components)
     counts = confusion_matrix(y, labels)
     _, clusters = linear_sum_assignment(-counts)
     matched = counts[:, clusters]

@@ -13,15 +13,13 @@ Usage::
 
 import time
 
-import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from sklearn.metrics import normalized_mutual_info_score
-from sklearn.utils import check_random_state
 
+from study_label_assignment import relabel
 from skdsc import ContrastiveDSC
 from skdsc.metrics import clustering_accuracy
-from skdsc.spectral import coefficients_to_labels
 
 
 def main():
@@ -35,12 +33,7 @@ def main():
     seconds = time.perf_counter() - start
     print(f"n_components='auto': ACC {clustering_accuracy(y, labels):.3f}, "
           f"NMI {normalized_mutual_info_score(y, labels):.3f}, fit {seconds:.0f} s")
-    mode = model.self_expression_
-    _, labels = coefficients_to_labels(
-        model.coef_, model.n_clusters, affinity=model._affinity(mode),
-        threshold=model._threshold(mode), subspace_dim=model.subspace_dim,
-        power=model.affinity_power, n_components=model.n_clusters,
-        random_state=check_random_state(model.random_state).randint(np.iinfo(np.int32).max))
+    labels = relabel(model, n_components=model.n_clusters)
     print(f"n_components={model.n_clusters}: ACC {clustering_accuracy(y, labels):.3f}, "
           f"NMI {normalized_mutual_info_score(y, labels):.3f}")
 

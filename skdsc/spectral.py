@@ -426,9 +426,10 @@ def check_n_components(n_components, n_clusters, assign_labels, n_samples):
     if isinstance(n_components, str) and n_components == "auto":
         if assign_labels == "cluster_qr":
             return n_clusters
-        return min(n_clusters + 1, max(n_samples, n_clusters))
-    if not isinstance(n_components, numbers.Integral) or isinstance(n_components, bool) \
-            or not 1 <= n_components <= n_samples:
+        # One more than n_clusters, where there is a sample to spare for it.
+        return n_clusters + 1 if n_clusters < n_samples else n_clusters
+    is_int = isinstance(n_components, numbers.Integral) and not isinstance(n_components, bool)
+    if not is_int or not 1 <= n_components <= n_samples:
         raise ValueError(f"n_components must be 'auto' or an int in [1, n_samples={n_samples}], "
                          f"got {n_components!r}.")
     if assign_labels == "cluster_qr" and n_components != n_clusters:
