@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import adjusted_rand_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -21,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._checkpoint import FitCheckpoint, TrainingSession, fit_fingerprint
 from ._memory import SELF_EXPRESSION_MODES, explained_out_of_memory, resolve_self_expression
 from .nn.memory_bank import BANK_UPDATES, MemoryBank
+from .nn.momentum import MomentumEncoder
 from .nn.neighbors import nearest_neighbors
 from .nn.self_expression import (
     DenseSelfExpression, SparseSelfExpression, floored_penalty, local_ridge_regression,
@@ -159,6 +161,8 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         "refresh_epochs": [Interval(Integral, 0, None, closed="left")],
         "bank_update": [StrOptions(set(BANK_UPDATES))],
         "scale_encoder_lr": ["boolean"],
+        "bank_momentum": [Interval(Real, 0, 1, closed="left")],
+        "normalize_losses": ["boolean"],
         "affinity": [StrOptions({*AFFINITIES, "auto"})],
         "threshold": [Interval(Real, 0, 1, closed="right"), StrOptions({"auto"})],
         "subspace_dim": [Interval(Integral, 1, None, closed="left")],
@@ -168,6 +172,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         "device": [str],
         "checkpoint_path": [str, os.PathLike, None],
         "checkpoint_interval": [Interval(Real, 0, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -175,9 +180,9 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
     @abstractmethod
     def __init__(self, n_clusters, *, image_shape, batch_size, n_epochs, learning_rate,
                  lambda_coef, lambda_self, self_expression, n_nonzero, refresh_epochs,
-                 bank_update, scale_encoder_lr, affinity, threshold, subspace_dim,
-                 affinity_power, assign_labels, n_components, device, checkpoint_path,
-                 checkpoint_interval, random_state, verbose):
+                 bank_update, scale_encoder_lr, bank_momentum, normalize_losses, affinity,
+                 threshold, subspace_dim, affinity_power, assign_labels, n_components, device, checkpoint_path,
+                 checkpoint_interval, n_init, random_state, verbose):
         self.n_clusters = n_clusters
         self.image_shape = image_shape
         self.batch_size = batch_size
@@ -190,6 +195,8 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         self.refresh_epochs = refresh_epochs
         self.bank_update = bank_update
         self.scale_encoder_lr = scale_encoder_lr
+        self.bank_momentum = bank_momentum
+        self.normalize_losses = normalize_losses
         self.affinity = affinity
         self.threshold = threshold
         self.subspace_dim = subspace_dim
@@ -199,6 +206,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         self.device = device
         self.checkpoint_path = checkpoint_path
         self.checkpoint_interval = checkpoint_interval
+        self.n_init = n_init
         self.random_state = random_state
         self.verbose = verbose
 
@@ -246,6 +254,37 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             f"Lower learning_rate (now {self.learning_rate}) or lambda_self "
             f"(now {self.lambda_self}), or scale X to a smaller range."
         )
+
+    # -- loss weights and the bank's writer ---------------------------------------
+
+    def _self_expression_scale(self, bank):
+        """Factor applied to ``||Z_B - C[B, :] Z||^2`` before it is weighted.
+
+        With ``normalize_losses`` it is one over the bank's mean squared code
+        norm, so that the term is a relative residual and ``lambda_coef /
+        lambda_self`` a ridge penalty relative to the codes' energy, whatever
+        their scale; otherwise 1.
+        """
+        if not self.normalize_losses:
+            return 1.0
+        return 1.0 / bank.mean_square_norm()
+
+    def _ridge_penalty(self, codes):
+        """Ridge weight of a self-expression against ``codes`` (the training objective's)."""
+        penalty = self.lambda_coef / self.lambda_self
+        if self.normalize_losses:
+            penalty *= float(torch.linalg.vector_norm(codes.double(), dim=1).pow(2).mean())
+        return penalty
+
+    def _momentum_encoder(self, network):
+        """The :class:`~skdsc.nn.MomentumEncoder` that writes the bank, or None.
+
+        None (``bank_momentum=0``) writes the online encoder's codes, the
+        paper's rule.
+        """
+        if self.bank_momentum == 0:
+            return None
+        return MomentumEncoder(network, self.bank_momentum)
 
     # -- fitting --------------------------------------------------------------
 
@@ -322,8 +361,31 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         check_n_components(self.n_components, self.n_clusters, self.assign_labels, n_samples)
         input_shape = self._input_shape(X.shape[1])
         device = resolve_device(self.device)
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        checkpoint = self._open_checkpoint(X)
+        rng = check_random_state(self.random_state)
+        # The first member's seed is the single fit's, so n_init=1 is unchanged.
+        seeds = [rng.randint(np.iinfo(np.int32).max) for _ in range(self.n_init)]
+        peak = float(np.max(np.abs(X)))
+        # One global scale factor: data given in [0, 255] trains like data in
+        # [0, 1], and the loss weights keep one meaning across data sets.
+        self.input_scale_ = peak if peak > 0 else 1.0
+        checkpoints = [self._open_checkpoint(X, member) for member in range(self.n_init)]
+        members = [self._fit_member(X, input_shape, device, seed, checkpoint)
+                   for seed, checkpoint in zip(seeds, checkpoints)]
+        chosen, agreement = choose_member([member["labels_"] for member in members])
+        vars(self).update(members[chosen])
+        if self.n_init > 1:
+            self.member_agreement_ = agreement
+            self.best_member_ = chosen
+        # Removed only now: an interrupted n_init fit resumes the finished
+        # members from their last checkpoint instead of training them again.
+        for checkpoint in checkpoints:
+            if checkpoint is not None:
+                checkpoint.remove()
+        return self
+
+    def _fit_member(self, X, input_shape, device, seed, checkpoint):
+        """Train one network and read its clusters; return its fitted attributes."""
+        n_samples = X.shape[0]
         saved = checkpoint.load() if checkpoint is not None else None
         if saved is not None:
             # A random_state that is not an int drew a new seed: keep the
@@ -331,10 +393,6 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             seed, mode = saved["seed"], saved["mode"]
         else:
             mode = self._resolve_mode(n_samples, device)
-        peak = float(np.max(np.abs(X)))
-        # One global scale factor: data given in [0, 255] trains like data in
-        # [0, 1], and the loss weights keep one meaning across data sets.
-        self.input_scale_ = peak if peak > 0 else 1.0
 
         with seeded_torch(seed, device), explained_out_of_memory(self, n_samples, mode, device):
             inputs = self._as_inputs(X, input_shape, device)
@@ -353,7 +411,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
                 if self._ridge_start or mode == "sparse":
                     # A sparse row is visited once per epoch (large data sets
                     # get few epochs): start it at its exact minimiser.
-                    self_expression.ridge_start(bank.codes, self._ridge_penalty())
+                    self_expression.ridge_start(bank.codes, self._ridge_penalty(bank.codes))
             coef_optimizer = torch.optim.SparseAdam(self_expression.parameters(),
                                                     lr=self.learning_rate)
             _, n_batches = batch_plan(n_samples, self.batch_size)
@@ -369,32 +427,34 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             del step, step_state, objects, self_expression, coef_optimizer, bank
 
         network.eval()
-        self.network_ = network
-        self.device_ = device
-        self.self_expression_ = mode
-        self.history_ = session.history
-        self.n_iter_ = self.n_epochs
-        self.embedding_ = codes.cpu().numpy()
+        fitted = {"network_": network, "device_": device, "self_expression_": mode,
+                  "history_": session.history, "n_iter_": self.n_epochs,
+                  "embedding_": codes.cpu().numpy()}
         del codes
-        self.coef_ = _coefficient_matrix(coef, n_samples)
+        fitted["coef_"] = _coefficient_matrix(coef, n_samples)
         del coef
-        self.affinity_matrix_, self.labels_ = coefficients_to_labels(
-            self.coef_, self.n_clusters, affinity=self._affinity(mode),
+        fitted["affinity_matrix_"], fitted["labels_"] = coefficients_to_labels(
+            fitted["coef_"], self.n_clusters, affinity=self._affinity(mode),
             threshold=self._threshold(mode),
             subspace_dim=self.subspace_dim, power=self.affinity_power,
             assign_labels=self.assign_labels, n_components=self.n_components,
             random_state=seed,
         )
-        if checkpoint is not None:
-            checkpoint.remove()
-        return self
+        return fitted
 
-    def _open_checkpoint(self, X):
-        """The fit's :class:`FitCheckpoint`, or None without ``checkpoint_path``."""
+    def _open_checkpoint(self, X, member=0):
+        """A member's :class:`FitCheckpoint`, or None without ``checkpoint_path``.
+
+        The first member writes ``checkpoint_path`` itself; member ``i > 0`` of
+        an ``n_init`` fit writes ``checkpoint_path`` with ``.i`` appended.
+        """
         if self.checkpoint_path is None:
             return None
-        return FitCheckpoint(self.checkpoint_path, fit_fingerprint(self, X),
-                             self.checkpoint_interval)
+        path = os.fspath(self.checkpoint_path)
+        fingerprint = fit_fingerprint(self, X)
+        if member:
+            path, fingerprint = f"{path}.{member}", f"{fingerprint}.{member}"
+        return FitCheckpoint(path, fingerprint, self.checkpoint_interval)
 
     def _restored_self_expression(self, session, device):
         """Memory bank and self-expressive layer shaped as in the checkpoint.
@@ -538,10 +598,6 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         inputs = self._as_inputs(X, self._input_shape(X.shape[1]), self.device_)
         return self._encode_tensor(self.network_, inputs).cpu().numpy()
 
-    def _ridge_penalty(self):
-        """Ridge weight of the self-expression of new rows against the bank."""
-        return self.lambda_coef / self.lambda_self
-
     def predict(self, X):
         """Assign each row to the cluster whose training codes rebuild it best.
 
@@ -573,7 +629,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
 
     def _predict_from_all(self, codes):
         bank = torch.as_tensor(self.embedding_, dtype=torch.float64, device=self.device_)
-        projection = _ridge_projection(bank, self._ridge_penalty())
+        projection = _ridge_projection(bank, self._ridge_penalty(bank))
         members = [
             torch.as_tensor(np.flatnonzero(self.labels_ == k), device=self.device_)
             for k in range(self.n_clusters)
@@ -602,7 +658,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         # Rows per block so that the gathered candidates and the per-cluster
         # rebuilds, (block, n_nonzero or n_clusters, n_latent), stay small.
         block = max(1, (1 << 23) // (max(neighbors.shape[1], self.n_clusters) * bank.shape[1]))
-        coefficients = local_ridge_regression(codes, bank, neighbors, self._ridge_penalty(),
+        coefficients = local_ridge_regression(codes, bank, neighbors, self._ridge_penalty(bank),
                                               block=block)
         labels = torch.empty(len(codes), dtype=torch.int64, device=codes.device)
         for start in range(0, len(codes), block):
@@ -638,6 +694,34 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             )
             self.device_ = torch.device("cpu")
         self.network_.to(self.device_)
+
+
+def choose_member(labelings):
+    """Index of the labelling that agrees most with the others, and the agreements.
+
+    Each member's agreement is its mean adjusted Rand index with every other
+    member: a run that ends in a poor local optimum disagrees with the rest,
+    so the medoid of the members is a label-free choice. Ties go to the
+    earlier member.
+
+    Parameters
+    ----------
+    labelings : list of ndarray of shape (n_samples,)
+
+    Returns
+    -------
+    chosen : int
+    agreement : ndarray of shape (n_members,)
+    """
+    n_members = len(labelings)
+    if n_members == 1:
+        return 0, np.ones(1)
+    pairwise = np.eye(n_members)
+    for i in range(n_members):
+        for j in range(i + 1, n_members):
+            pairwise[i, j] = pairwise[j, i] = adjusted_rand_score(labelings[i], labelings[j])
+    agreement = (pairwise.sum(1) - 1.0) / (n_members - 1)
+    return int(np.argmax(agreement)), agreement
 
 
 def _coefficient_matrix(coef, n_samples):

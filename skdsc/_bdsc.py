@@ -117,6 +117,22 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         Divide the encoder's learning rate by ``k``, the number of batches per
         epoch, so that the encoder moves as far in one epoch as it would with a
         full batch and the codes in the bank stay consistent.
+    bank_momentum : float in [0, 1), default=0.0
+        With 0, the memory bank is written with the online encoder's codes
+        (the paper's rule). Above 0, it is written by a momentum encoder: an
+        exponential moving average of the network whose weights move by a
+        fraction ``1 - bank_momentum`` towards the online ones after every
+        step (as in MoCo), another way to keep the codes of one epoch
+        consistent; it is usually combined with ``scale_encoder_lr=False``.
+        See :ref:`memory-bank-guide` for the two compared.
+    normalize_losses : bool, default=True
+        Divide the self-expression term by the bank's mean squared code norm
+        (and, for the autoencoder, the reconstruction term by the data's mean
+        squared norm), so that every term is relative and one set of
+        ``lambda_coef`` / ``lambda_self`` means the same on codes and images
+        of any scale or size: ``lambda_coef / lambda_self`` is then a ridge
+        penalty in units of the codes' energy. ``False`` uses the absolute
+        terms of DSC-Net's objective.
     affinity : {"auto", "dsc", "symmetric"}, default="auto"
         Post-processing of the coefficients: DSC-Net's thresholded,
         SVD-based affinity, or the plain ``|C| + |C|^T``. ``"auto"`` is
@@ -161,6 +177,13 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         Least number of seconds between two checkpoints (besides the one at
         the start of self-expressive training and the one at the end of each
         phase); 0 saves after every epoch.
+    n_init : int, default=1
+        Number of networks trained from different seeds (drawn from
+        ``random_state``); the one kept is the medoid of their labellings,
+        the member whose labels agree most (mean adjusted Rand index) with
+        the others', so that a run stuck in a poor optimum is dropped without
+        looking at any label. Fit time grows ``n_init`` times; the members'
+        fitted arrays are held until the choice. See :ref:`model-selection`.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, batch order and spectral clustering. The same
         seed gives the same labels on the CPU; on CUDA some kernels are not
@@ -191,6 +214,11 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         (with the fraction of candidates that ``changed``).
     n_iter_ : int
         Epochs of self-expressive training run.
+    member_agreement_ : ndarray of shape (n_init,)
+        With ``n_init > 1``: each member's mean adjusted Rand index with the
+        other members' labels.
+    best_member_ : int
+        With ``n_init > 1``: index of the member kept.
     network_ : torch.nn.Module
         The fitted autoencoder.
     device_ : torch.device
@@ -250,19 +278,22 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
                  learning_rate=3e-3,
                  lambda_coef=1.0, lambda_self=10.0, self_expression="auto", n_nonzero=32,
                  refresh_epochs=10, bank_update="index",
-                 scale_encoder_lr=True, affinity="auto", threshold="auto", subspace_dim=6,
+                 scale_encoder_lr=True, bank_momentum=0.0, normalize_losses=True,
+                 affinity="auto", threshold="auto", subspace_dim=6,
                  affinity_power=4.0, assign_labels="kmeans", n_components="auto",
-                 device="auto", checkpoint_path=None, checkpoint_interval=60.0,
+                 device="auto", checkpoint_path=None, checkpoint_interval=60.0, n_init=1,
                  random_state=None, verbose=0):
         super().__init__(
             n_clusters, image_shape=image_shape, batch_size=batch_size,
             n_epochs=n_epochs, learning_rate=learning_rate, lambda_coef=lambda_coef,
             lambda_self=lambda_self, self_expression=self_expression, n_nonzero=n_nonzero,
             refresh_epochs=refresh_epochs, bank_update=bank_update,
-            scale_encoder_lr=scale_encoder_lr, affinity=affinity, threshold=threshold,
+            scale_encoder_lr=scale_encoder_lr, bank_momentum=bank_momentum,
+            normalize_losses=normalize_losses, affinity=affinity, threshold=threshold,
             subspace_dim=subspace_dim, affinity_power=affinity_power,
             assign_labels=assign_labels, n_components=n_components, device=device,
             checkpoint_path=checkpoint_path, checkpoint_interval=checkpoint_interval,
+            n_init=n_init,
             random_state=random_state, verbose=verbose,
         )
         self.hidden_channels = hidden_channels
@@ -358,13 +389,19 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
             {"params": network.decoder.parameters(), "lr": self.learning_rate},
         ])
 
+        momentum = self._momentum_encoder(network)
+        # Reconstruction relative to the data's energy (normalize_losses): the
+        # term means the same for 8 x 8 and 128 x 128 images.
+        energy = float(inputs.pow(2).flatten(1).sum(1).mean().clamp_min(1e-12))
+        reconstruction_scale = 1.0 / energy if self.normalize_losses else 1.0
+
         def step(indices):
             x = inputs[indices]
             codes = network.encode(x)
-            slots = bank.write(indices, codes)
+            slots = bank.write(indices, codes if momentum is None else momentum.encode(x, network))
             expressed, rows = self_expression(indices, codes, bank, slots)
-            reconstruction = reconstruction_loss(x, network.decode(expressed))
-            self_expr = self_expression_loss(codes, expressed)
+            reconstruction = reconstruction_scale * reconstruction_loss(x, network.decode(expressed))
+            self_expr = self._self_expression_scale(bank) * self_expression_loss(codes, expressed)
             coefficient = coefficient_loss(rows)
             loss = reconstruction + self.lambda_coef * coefficient + self.lambda_self * self_expr
             optimizer.zero_grad()
@@ -372,9 +409,14 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
             loss.backward()
             optimizer.step()
             coef_optimizer.step()
+            if momentum is not None:
+                momentum.update(network)
             return {
                 "loss": loss.detach(), "reconstruction": reconstruction.detach(),
                 "self_expression": self_expr.detach(), "coefficient": coefficient.detach(),
             }
 
-        return step, {"optimizer": optimizer}
+        state = {"optimizer": optimizer}
+        if momentum is not None:
+            state["momentum_encoder"] = momentum
+        return step, state

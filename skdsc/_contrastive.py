@@ -129,6 +129,22 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
         In self-expressive training, divide the encoder's (backbone and head)
         learning rate by ``k``, the number of batches per epoch, so that the
         codes in the bank stay consistent.
+    bank_momentum : float in [0, 1), default=0.0
+        With 0, the memory bank is written with the online encoder's codes
+        (the paper's rule). Above 0, it is written by a momentum encoder: an
+        exponential moving average of the network whose weights move by a
+        fraction ``1 - bank_momentum`` towards the online ones after every
+        step (as in MoCo), another way to keep the codes of one epoch
+        consistent; it is usually combined with ``scale_encoder_lr=False``.
+        See :ref:`memory-bank-guide` for the two compared.
+    normalize_losses : bool, default=True
+        Divide the self-expression term by the bank's mean squared code norm
+        (and, for the autoencoder, the reconstruction term by the data's mean
+        squared norm), so that every term is relative and one set of
+        ``lambda_coef`` / ``lambda_self`` means the same on codes and images
+        of any scale or size: ``lambda_coef / lambda_self`` is then a ridge
+        penalty in units of the codes' energy. ``False`` uses the absolute
+        terms of DSC-Net's objective.
     affinity : {"auto", "dsc", "symmetric"}, default="auto"
         Post-processing of the coefficients: DSC-Net's thresholded,
         SVD-based affinity, or the plain ``|C| + |C|^T``. ``"auto"`` is
@@ -174,6 +190,13 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
         Least number of seconds between two checkpoints (besides the one at
         the start of self-expressive training and the one at the end of each
         phase); 0 saves after every epoch.
+    n_init : int, default=1
+        Number of networks trained from different seeds (drawn from
+        ``random_state``); the one kept is the medoid of their labellings,
+        the member whose labels agree most (mean adjusted Rand index) with
+        the others', so that a run stuck in a poor optimum is dropped without
+        looking at any label. Fit time grows ``n_init`` times; the members'
+        fitted arrays are held until the choice. See :ref:`model-selection`.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, augmentations, batch order and spectral
         clustering. The same seed gives the same labels on the CPU; on CUDA
@@ -203,6 +226,11 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
         fraction of candidates that ``changed``).
     n_iter_ : int
         Epochs of self-expressive training run.
+    member_agreement_ : ndarray of shape (n_init,)
+        With ``n_init > 1``: each member's mean adjusted Rand index with the
+        other members' labels.
+    best_member_ : int
+        With ``n_init > 1``: index of the member kept.
     network_ : torch.nn.Module
         The fitted encoder (:class:`skdsc.nn.ProjectionEncoder`).
     device_ : torch.device
@@ -258,19 +286,22 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
                  batch_size=128, n_epochs=10, n_pretrain_epochs=50, learning_rate=1e-3,
                  lambda_coef=1.0, lambda_self=10.0, self_expression="auto", n_nonzero=32,
                  refresh_epochs=10, bank_update="index",
-                 scale_encoder_lr=True, affinity="auto", threshold="auto", subspace_dim=6,
+                 scale_encoder_lr=True, bank_momentum=0.0, normalize_losses=True,
+                 affinity="auto", threshold="auto", subspace_dim=6,
                  affinity_power=4.0, assign_labels="kmeans", n_components="auto",
-                 device="auto", checkpoint_path=None, checkpoint_interval=60.0,
+                 device="auto", checkpoint_path=None, checkpoint_interval=60.0, n_init=1,
                  random_state=None, verbose=0):
         super().__init__(
             n_clusters, image_shape=image_shape, batch_size=batch_size,
             n_epochs=n_epochs, learning_rate=learning_rate, lambda_coef=lambda_coef,
             lambda_self=lambda_self, self_expression=self_expression, n_nonzero=n_nonzero,
             refresh_epochs=refresh_epochs, bank_update=bank_update,
-            scale_encoder_lr=scale_encoder_lr, affinity=affinity, threshold=threshold,
+            scale_encoder_lr=scale_encoder_lr, bank_momentum=bank_momentum,
+            normalize_losses=normalize_losses, affinity=affinity, threshold=threshold,
             subspace_dim=subspace_dim, affinity_power=affinity_power,
             assign_labels=assign_labels, n_components=n_components, device=device,
             checkpoint_path=checkpoint_path, checkpoint_interval=checkpoint_interval,
+            n_init=n_init,
             random_state=random_state, verbose=verbose,
         )
         self.encoder = encoder
@@ -361,15 +392,17 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
         encoder_lr = self.learning_rate / n_batches if self.scale_encoder_lr else self.learning_rate
         optimizer = torch.optim.Adam(_trainable(network), lr=encoder_lr)
 
+        momentum = self._momentum_encoder(network)
+
         def step(indices):
             x = inputs[indices]
             codes = network.encode(x)
             positives = network.encode(augment(x, views))
-            slots = bank.write(indices, codes)
+            slots = bank.write(indices, codes if momentum is None else momentum.encode(x, network))
             expressed, rows = self_expression(indices, codes, bank, slots)
             contrast = info_nce_loss(expressed, positives, bank.codes, self.temperature,
                                      exclude=_own_slots(bank, indices))
-            self_expr = self_expression_loss(codes, expressed)
+            self_expr = self._self_expression_scale(bank) * self_expression_loss(codes, expressed)
             coefficient = coefficient_loss(rows)
             loss = contrast + self.lambda_coef * coefficient + self.lambda_self * self_expr
             optimizer.zero_grad()
@@ -377,9 +410,14 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
             loss.backward()
             optimizer.step()
             coef_optimizer.step()
+            if momentum is not None:
+                momentum.update(network)
             return {
                 "loss": loss.detach(), "contrastive": contrast.detach(),
                 "self_expression": self_expr.detach(), "coefficient": coefficient.detach(),
             }
 
-        return step, {"optimizer": optimizer, "views": views}
+        state = {"optimizer": optimizer, "views": views}
+        if momentum is not None:
+            state["momentum_encoder"] = momentum
+        return step, state

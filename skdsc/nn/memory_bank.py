@@ -56,6 +56,16 @@ class MemoryBank:
         return positions % self.n_slots
 
     @torch.no_grad()
+    def mean_square_norm(self):
+        """Mean over the slots of the squared code norm, as a 0-d tensor.
+
+        A scale of the codes: loss weights divided by it mean the same for codes
+        of any magnitude. A tiny floor keeps it positive for all-zero codes.
+        """
+        norms = torch.linalg.vector_norm(self.codes, dim=1)
+        return norms.pow(2).mean().clamp_min(1e-12)
+
+    @torch.no_grad()
     def write(self, indices, codes):
         """Store detached ``codes`` of samples ``indices`` and return their slots."""
         slots = self.slots_for(indices)

@@ -1,0 +1,58 @@
+"""Choose loss-weight defaults on the development sets only (ORL, COIL-20).
+
+Every configuration is fitted with all other parameters at their defaults;
+labels score the final labels, never enter ``fit``. This script refuses the
+report sets (COIL-100, MNIST, digits): defaults are chosen here and only
+measured there (``protocol.py``). Records are appended as JSON lines.
+
+Usage::
+
+    python benchmarks/tune_defaults.py --grid lambdas --seeds 0 1 \
+        --out benchmarks/results/tune_defaults.jsonl
+"""
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from protocol import DEVELOPMENT_SETS, fit_and_score  # noqa: E402
+
+GRIDS = {
+    # lambda_self and the relative ridge penalty lambda_coef / lambda_self
+    # (normalize_losses=True makes both dimensionless).
+    "lambdas": [
+        {"lambda_self": s, "lambda_coef": s * a}
+        for s, a in itertools.product([3.0, 10.0, 30.0], [3e-4, 3e-3, 3e-2])
+    ],
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grid", choices=sorted(GRIDS), required=True)
+    parser.add_argument("--datasets", nargs="+", default=list(DEVELOPMENT_SETS),
+                        choices=list(DEVELOPMENT_SETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--data-dir", default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    jobs = [(dataset, "MiniBatchDeepSubspaceClustering", params, seed, str(args.data_dir))
+            for params in GRIDS[args.grid] for dataset in args.datasets for seed in args.seeds]
+    with ProcessPoolExecutor(args.workers, max_tasks_per_child=1) as pool, \
+            open(args.out, "a") as out:
+        for record in pool.map(fit_and_score, *zip(*jobs)):
+            record["grid"] = args.grid
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+            print(json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()
