@@ -27,7 +27,7 @@ from .nn.neighbors import nearest_neighbors
 from .nn.self_expression import (
     DenseSelfExpression, SparseSelfExpression, floored_penalty, local_ridge_regression,
 )
-from .nn.trainer import batch_plan
+from .nn.trainer import auto_epochs, batch_plan
 from .spectral import (AFFINITIES, LABEL_ASSIGNMENTS, check_n_components,
                        coefficients_to_labels)
 
@@ -255,6 +255,10 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             f"(now {self.lambda_self}), or scale X to a smaller range."
         )
 
+    def _epochs(self, n_epochs, n_samples):
+        """A phase's number of epochs, with ``"auto"`` resolved for the data."""
+        return auto_epochs(n_samples, self.batch_size) if n_epochs == "auto" else n_epochs
+
     # -- loss weights and the bank's writer ---------------------------------------
 
     def _self_expression_scale(self, bank):
@@ -428,7 +432,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
 
         network.eval()
         fitted = {"network_": network, "device_": device, "self_expression_": mode,
-                  "history_": session.history, "n_iter_": self.n_epochs,
+                  "history_": session.history, "n_iter_": self._epochs(self.n_epochs, n_samples),
                   "embedding_": codes.cpu().numpy()}
         del codes
         fitted["coef_"] = _coefficient_matrix(coef, n_samples)
@@ -519,9 +523,10 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         self_expression, bank = objects["self_expression"], objects["bank"]
         sparse_layer = isinstance(self_expression, SparseSelfExpression)
         refresh = self.refresh_epochs if sparse_layer else 0
+        n_epochs = self._epochs(self.n_epochs, bank.n_slots)
 
         def refresh_candidates(epoch, history):
-            if not refresh or epoch % refresh or epoch >= self.n_epochs:
+            if not refresh or epoch % refresh or epoch >= n_epochs:
                 return
             start = time.perf_counter()
             neighbors = nearest_neighbors(bank.codes, self_expression.neighbors.shape[1])
@@ -529,7 +534,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             history.append({"epoch": epoch, "phase": "refresh", "changed": changed,
                             "seconds": time.perf_counter() - start})
 
-        session.run(step, stage="self-expression", n_epochs=self.n_epochs, objects=objects,
+        session.run(step, stage="self-expression", n_epochs=n_epochs, objects=objects,
                     divergence_hint=self._divergence_hint(), on_epoch_end=refresh_candidates,
                     save_at_start=True)
 
@@ -606,9 +611,13 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         objective with ``C`` free for that row): against all of them in the
         dense mode, against its ``n_nonzero`` nearest ones in the sparse mode,
         as in training. The predicted cluster is the one whose codes, with
-        those coefficients, leave the smallest residual. Nothing is refitted,
-        nothing ``n_samples x n_samples`` is formed and each row is treated on
-        its own.
+        those coefficients, leave the smallest residual. Nothing is refitted
+        and each row is treated on its own. The dense mode solves the ridge
+        problem in the smaller of the latent dimension and the number of
+        training samples: when the codes have more dimensions than there are
+        training samples, it forms their ``n_samples x n_samples`` Gram
+        matrix once per call; the sparse mode forms nothing larger than
+        ``n_samples x n_nonzero``.
 
         Parameters
         ----------

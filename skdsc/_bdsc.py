@@ -1,9 +1,10 @@
 """Mini-batch deep subspace clustering with an autoencoder (BDSC)."""
 
+import math
 from numbers import Integral, Real
 
 import torch
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import BaseDeepSubspaceClustering, rows_nearly_identical
 from .nn.augment import Augmentation, check_crop_scale, device_generator
@@ -22,6 +23,30 @@ def _positive_int_sequence(value, name):
     if not values or not all(isinstance(v, Integral) and v > 0 for v in values):
         raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {value!r}.")
     return values
+
+
+def auto_architecture(image_size):
+    """Channels and kernel sizes of the convolutional encoder for ``image_size``.
+
+    Stride-2 layers are added until the feature map is at most 16 pixels on
+    its longer side (at least one layer): DSC-Net's one-layer network, whose
+    16 x 16 maps serve 32 x 32 images, is kept at that resolution for larger
+    images, so the self-expression always sees codes of similar granularity.
+    Channels start at 15 and double at each layer, so the latent dimension
+    grows with the image (3,840 at 32 x 32, 7,680 at 64 x 64) rather than
+    shrinking as the maps get smaller.
+
+    Parameters
+    ----------
+    image_size : tuple of int
+        ``(height, width)``.
+
+    Returns
+    -------
+    hidden_channels, kernel_sizes : tuple of int
+    """
+    n_layers = max(1, math.ceil(math.log2(max(image_size) / 16)))
+    return tuple(15 * 2 ** i for i in range(n_layers)), (3,) * n_layers
 
 
 class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
@@ -53,13 +78,19 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         the rows of ``X`` hold (flattened in C order). Given, the autoencoder is
         convolutional (unless ``hidden_channels`` is empty); ``None`` uses a
         fully connected one.
-    hidden_channels : tuple of int, default=(15,)
+    hidden_channels : tuple of int or "auto", default="auto"
         Output channels of each stride-2 convolution of the encoder (images).
         An empty tuple gives a fully connected autoencoder (``hidden_units``)
-        on the flattened images, which can still be augmented.
-    kernel_sizes : tuple of int, default=(3,)
-        Kernel size of each convolution (same length as ``hidden_channels``;
-        ignored when that is empty).
+        on the flattened images, which can still be augmented. ``"auto"``
+        grows the network with the image: stride-2 layers until the feature
+        map is at most 16 pixels on its longer side (at least one layer), with
+        15 channels doubling at each layer
+        (:func:`skdsc._bdsc.auto_architecture`):
+        ``(15,)`` for images up to 32 pixels, ``(15, 30)`` up to 64.
+    kernel_sizes : tuple of int or "auto", default="auto"
+        Kernel size of each convolution (one per layer of
+        ``hidden_channels``; ignored when that is empty). ``"auto"`` is 3 for
+        every layer.
     hidden_units : tuple of int, default=(256, 32)
         Widths of the fully connected encoder; the last one is the latent
         dimension (used when ``image_shape`` is None or ``hidden_channels``
@@ -67,10 +98,14 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
     batch_size : int or None, default=128
         Samples per step. ``None``, or a value of at least ``n_samples``, means
         one full batch per epoch.
-    n_epochs : int, default=200
-        Epochs of self-expressive training.
-    n_pretrain_epochs : int, default=200
-        Epochs of autoencoder pretraining on reconstruction alone.
+    n_epochs : int or "auto", default="auto"
+        Epochs of self-expressive training. ``"auto"`` sets a budget in
+        optimizer steps rather than epochs, so that 400 and 70,000 samples
+        both get enough updates (see :func:`skdsc.nn.trainer.auto_epochs`):
+        about 2,400 steps, at most 200 and at least 10 epochs.
+    n_pretrain_epochs : int or "auto", default="auto"
+        Epochs of autoencoder pretraining on reconstruction alone; ``"auto"``
+        as for ``n_epochs``.
     pretrain_augmentation : None, bool or dict, default=None
         Pretrain on random views of the images instead of the images
         themselves (each view is encoded and rebuilt), so that codes change
@@ -265,16 +300,17 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
 
     _parameter_constraints: dict = {
         **BaseDeepSubspaceClustering._parameter_constraints,
-        "hidden_channels": [tuple, list],
-        "kernel_sizes": [tuple, list],
+        "n_epochs": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
+        "hidden_channels": [tuple, list, StrOptions({"auto"})],
+        "kernel_sizes": [tuple, list, StrOptions({"auto"})],
         "hidden_units": [tuple, list],
-        "n_pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
+        "n_pretrain_epochs": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "pretrain_augmentation": [None, "boolean", dict],
     }
 
-    def __init__(self, n_clusters=8, *, image_shape=None, hidden_channels=(15,),
-                 kernel_sizes=(3,), hidden_units=(256, 32), batch_size=128,
-                 n_epochs=200, n_pretrain_epochs=200, pretrain_augmentation=None,
+    def __init__(self, n_clusters=8, *, image_shape=None, hidden_channels="auto",
+                 kernel_sizes="auto", hidden_units=(256, 32), batch_size=128,
+                 n_epochs="auto", n_pretrain_epochs="auto", pretrain_augmentation=None,
                  learning_rate=3e-3,
                  lambda_coef=1.0, lambda_self=10.0, self_expression="auto", n_nonzero=32,
                  refresh_epochs=10, bank_update="index",
@@ -334,16 +370,20 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
 
     def _build_network(self, input_shape):
         self._augmentation(input_shape)  # a bad setting fails before any training
-        if len(input_shape) == 1 or len(tuple(self.hidden_channels)) == 0:
+        fully_connected = self.hidden_channels != "auto" and len(tuple(self.hidden_channels)) == 0
+        if len(input_shape) == 1 or fully_connected:
             units = _positive_int_sequence(self.hidden_units, "hidden_units")
             image_shape = input_shape if len(input_shape) > 1 else None
             return MLPAutoencoder(int(torch.Size(input_shape).numel()), units, image_shape)
-        channels = _positive_int_sequence(self.hidden_channels, "hidden_channels")
-        kernels = _positive_int_sequence(self.kernel_sizes, "kernel_sizes")
+        channels = (auto_architecture(input_shape[1:])[0] if self.hidden_channels == "auto"
+                    else _positive_int_sequence(self.hidden_channels, "hidden_channels"))
+        kernels = ((3,) * len(channels) if self.kernel_sizes == "auto"
+                   else _positive_int_sequence(self.kernel_sizes, "kernel_sizes"))
         if len(channels) != len(kernels):
             raise ValueError(
                 f"kernel_sizes must have one entry per hidden_channels entry; got "
-                f"{len(kernels)} kernel sizes for {len(channels)} layers."
+                f"{len(kernels)} kernel sizes for {len(channels)} layers "
+                f"(hidden_channels={self.hidden_channels!r} gives {channels})."
             )
         return ConvAutoencoder(input_shape, channels, kernels)
 
@@ -376,7 +416,8 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
             return {"loss": loss.detach()}
 
         session.run(
-            step, stage="pretrain", n_epochs=self.n_pretrain_epochs, objects=objects,
+            step, stage="pretrain", n_epochs=self._epochs(self.n_pretrain_epochs, len(inputs)),
+            objects=objects,
             divergence_hint=f"Lower learning_rate (now {self.learning_rate}) or scale X "
                             "to a smaller range.",
         )

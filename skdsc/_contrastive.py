@@ -375,7 +375,7 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
             return {"loss": loss.detach()}
 
         session.run(
-            step, stage="pretrain", n_epochs=self.n_pretrain_epochs,
+            step, stage="pretrain", n_epochs=self._epochs(self.n_pretrain_epochs, len(inputs)),
             objects={"network": network, "optimizer": optimizer, "views": views},
             divergence_hint=f"Lower learning_rate (now {self.learning_rate}) or raise "
                             f"temperature (now {self.temperature}).",
