@@ -29,6 +29,20 @@ GRIDS = {
         {"lambda_self": s, "lambda_coef": s * a}
         for s, a in itertools.product([3.0, 10.0, 30.0], [3e-4, 3e-3, 3e-2])
     ],
+    # The absolute terms of DSC-Net's objective with the weights of 86358b3
+    # (lambda_coef=1, lambda_self=10), for comparison in the same run.
+    "absolute": [{"normalize_losses": False, "lambda_coef": 1.0, "lambda_self": 10.0}],
+    # Reconstruction pretraining on mildly shifted, zoomed and rotated views.
+    "augment": [{"pretrain_augmentation": True}],
+    # Self-expression over each sample's nearest codes at every size.
+    "sparse": [{"self_expression": "sparse"}, {"self_expression": "sparse", "n_nonzero": 8}],
+    # Label-free restarts: the medoid of three members (three times the time).
+    "n_init": [{"n_init": 3}],
+    # The corner of "lambdas" that led on ORL, for the slower COIL-20.
+    "lambdas-narrow": [
+        {"lambda_self": s, "lambda_coef": s * a}
+        for s, a in itertools.product([3.0, 10.0], [3e-3, 3e-2])
+    ],
 }
 
 

@@ -1,0 +1,112 @@
+"""What ContrastiveDSC's training step contrasts: the anchor and the negatives.
+
+The InfoNCE term of CLBDSC uses the self-expressed code ``z_hat_i = C_i Z`` as
+the anchor (so the gradient reaches the coefficients), the code of an
+augmented view as the positive and the memory bank as the negatives, with the
+sample's own slot left out (it holds ``z_i`` itself, a near-copy of the
+positive). ``tests/test_contrastive_nn.py`` checks the loss formula; here the
+step is checked to call it with those arguments, and the masked slot to be
+absent from the denominator.
+"""
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+import skdsc._contrastive as contrastive_module
+from skdsc.nn.losses import info_nce_loss
+
+from conftest import small_contrastive
+
+
+@pytest.fixture
+def step_calls(monkeypatch):
+    """The arguments of every InfoNCE and self-expression loss call of the step, in order."""
+    calls = {"info_nce": [], "self_expression": []}
+    original_nce = contrastive_module.info_nce_loss
+    original_self = contrastive_module.self_expression_loss
+
+    def nce_spy(anchors, positives, negatives, temperature, exclude=None):
+        calls["info_nce"].append(dict(anchors=anchors, positives=positives,
+                                      negatives=negatives.detach().clone(),
+                                      exclude=None if exclude is None else exclude.clone()))
+        return original_nce(anchors, positives, negatives, temperature, exclude=exclude)
+
+    def self_spy(codes, expressed):
+        calls["self_expression"].append(dict(codes=codes, expressed=expressed))
+        return original_self(codes, expressed)
+
+    monkeypatch.setattr(contrastive_module, "info_nce_loss", nce_spy)
+    monkeypatch.setattr(contrastive_module, "self_expression_loss", self_spy)
+    return calls
+
+
+def test_step_anchors_on_the_self_expressed_code_and_masks_the_own_slot(step_calls,
+                                                                          subspace_data):
+    X, _ = subspace_data
+    small_contrastive(image_shape=(2, 5), n_pretrain_epochs=1, n_epochs=2,
+                      batch_size=16).fit(X)
+    nce, self_expr = step_calls["info_nce"], step_calls["self_expression"]
+    assert len(nce) == len(self_expr) == 2 * 4  # 60 samples in batches of 16
+    for contrast, expression in zip(nce, self_expr):
+        codes, expressed = expression["codes"], expression["expressed"]
+        # The anchor is the self-expressed code z_hat = C_B Z, not the code z.
+        assert contrast["anchors"] is expressed
+        assert not torch.allclose(contrast["anchors"], codes)
+        assert contrast["anchors"].requires_grad
+        # The negatives are the whole bank, and each anchor masks exactly one
+        # slot: its own, which holds the code just written for it.
+        negatives, exclude = contrast["negatives"], contrast["exclude"]
+        assert negatives.shape == (len(X), codes.shape[1])
+        assert exclude.shape == (len(codes), len(X))
+        assert torch.all(exclude.sum(1) == 1)
+        own = negatives[exclude.int().argmax(1)]
+        assert_close(own, codes.detach())
+
+
+def _triplet(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g),
+            torch.randn(6, 4, generator=g))
+
+
+def test_masked_slot_does_not_enter_the_denominator():
+    anchors, positives, negatives = _triplet()
+    exclude = torch.zeros(3, 6, dtype=torch.bool)
+    exclude[torch.arange(3), torch.tensor([0, 2, 4])] = True
+    loss = info_nce_loss(anchors, positives, negatives, 0.5, exclude=exclude)
+    # Whatever an anchor's masked slot holds, even a copy of the anchor (whose
+    # logit 1 / temperature would dominate the softmax), its loss is the same.
+    for i, slot in enumerate([0, 2, 4]):
+        alone = info_nce_loss(anchors[i:i + 1], positives[i:i + 1], negatives, 0.5,
+                              exclude=exclude[i:i + 1])
+        for replacement in (anchors[i], 3 * anchors[i], -positives[i]):
+            changed = negatives.clone()
+            changed[slot] = replacement
+            assert_close(info_nce_loss(anchors[i:i + 1], positives[i:i + 1], changed, 0.5,
+                                       exclude=exclude[i:i + 1]), alone)
+    # It equals the loss with the slot removed from each anchor's negatives.
+    per_anchor = [info_nce_loss(anchors[i:i + 1], positives[i:i + 1],
+                                negatives[~exclude[i]], 0.5) for i in range(3)]
+    assert_close(loss, torch.stack(per_anchor).mean())
+    # An unmasked slot does count.
+    changed = negatives.clone()
+    changed[1] = anchors[0]
+    assert info_nce_loss(anchors, positives, changed, 0.5, exclude=exclude) > loss + 1e-3
+    # Unmasked, the anchor's own copy among the negatives raises the loss.
+    own = negatives.clone()
+    own[0] = anchors[0]
+    assert (info_nce_loss(anchors[:1], positives[:1], own, 0.5)
+            > info_nce_loss(anchors[:1], positives[:1], own, 0.5, exclude=exclude[:1]) + 1e-3)
+
+
+def test_anchor_choice_changes_the_loss_and_its_gradient_reaches_the_anchor():
+    _, positives, negatives = _triplet(1)
+    codes = positives + 0.1 * torch.randn(3, 4, generator=torch.Generator().manual_seed(2))
+    expressed = torch.randn(3, 4, generator=torch.Generator().manual_seed(3)).requires_grad_()
+    on_expressed = info_nce_loss(expressed, positives, negatives, 0.5)
+    on_codes = info_nce_loss(codes, positives, negatives, 0.5)
+    # A poor rebuild z_hat is penalised where the code z itself is not.
+    assert on_expressed > on_codes + 0.1
+    on_expressed.backward()
+    assert expressed.grad.abs().sum() > 0
