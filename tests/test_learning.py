@@ -110,3 +110,53 @@ def test_anchor_choice_changes_the_loss_and_its_gradient_reaches_the_anchor():
     assert on_expressed > on_codes + 0.1
     on_expressed.backward()
     assert expressed.grad.abs().sum() > 0
+
+
+# -- the self-expressive phase learns what a linear self-expression cannot ----------------
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    return (X / 16.0).astype("float32"), y
+
+
+def _fit_digits(X, **overrides):
+    from skdsc import MiniBatchDeepSubspaceClustering
+
+    # Every training parameter is given, so that tuning the defaults does not move the test.
+    params = dict(n_clusters=10, image_shape=(1, 8, 8), hidden_channels=(15,), kernel_sizes=(3,),
+                  batch_size=128, n_pretrain_epochs=30, n_epochs=30, learning_rate=3e-3,
+                  lambda_coef=0.03, lambda_self=10.0, normalize_losses=True,
+                  self_expression="dense", affinity="dsc", threshold=0.1, subspace_dim=6,
+                  affinity_power=4.0, device="cpu", random_state=0)
+    return MiniBatchDeepSubspaceClustering(**{**params, **overrides}).fit(X)
+
+
+def test_training_beats_the_same_objective_on_raw_pixels(digits):
+    """Digits: the trained model beats a closed-form self-expression of the pixels.
+
+    The baseline minimises the same self-expression objective, with the same
+    relative penalty (``lambda_coef / lambda_self`` of the mean squared norm)
+    and the same post-processing, on the raw pixels: no network. Measured:
+    ridge 0.57; trained 0.83 (seeds 0-2: 0.830, 0.842, 0.824); with
+    ``n_epochs=0`` (coefficients left at their start) 0.13.
+    """
+    from skdsc.metrics import clustering_accuracy
+    from skdsc.nn.self_expression import ridge_coefficients
+    from skdsc.spectral import coefficients_to_labels
+
+    X, y = digits
+    codes = torch.as_tensor(X, dtype=torch.float64)
+    penalty = 0.03 / 10.0 * float(codes.pow(2).sum(1).mean())
+    coef = ridge_coefficients(codes, penalty).numpy()
+    _, linear = coefficients_to_labels(coef, 10, affinity="dsc", threshold=0.1, subspace_dim=6,
+                                       power=4.0, random_state=0)
+    linear_acc = clustering_accuracy(y, linear)
+    trained_acc = clustering_accuracy(y, _fit_digits(X).labels_)
+    untrained_acc = clustering_accuracy(y, _fit_digits(X, n_epochs=0).labels_)
+    assert linear_acc < 0.65
+    assert trained_acc > 0.78
+    assert trained_acc > linear_acc + 0.15
+    assert untrained_acc < 0.3
