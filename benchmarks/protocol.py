@@ -171,11 +171,15 @@ def linear_baseline(dataset, data_dir, n_samples=None):
 
 def table(path):
     """Markdown table (mean ± std over seeds) of a records file."""
-    groups = defaultdict(list)
+    # A seed run again (a resumed benchmark) counts once: its last record.
+    latest = {}
     for line in Path(path).read_text().splitlines():
         record = json.loads(line)
         key = (record["dataset"], record["n_samples"], record["estimator"],
                json.dumps(record["params"], sort_keys=True))
+        latest[key, record["seed"]] = record
+    groups = defaultdict(list)
+    for (key, _), record in latest.items():
         groups[key].append(record)
     rows = ["| data | n | estimator | params | seeds | ACC | NMI | ARI | fit (s) | peak RSS (MB) |",
             "|---|---|---|---|---|---|---|---|---|---|"]
