@@ -89,10 +89,11 @@ else:
     n_pretrain_epochs, n_epochs = 200, 40
 
 # DSC-Net's COIL20 settings: one convolution of 15 channels, kernel 3,
-# lambda_coef 1, lambda_self 75, threshold 0.04, subspace dimension 12, power 8.
+# lambda_coef 1, lambda_self 75 on DSC-Net's absolute loss terms
+# (normalize_losses=False), threshold 0.04, subspace dimension 12, power 8.
 settings = dict(
     n_clusters=20, image_shape=(32, 32), hidden_channels=(15,), kernel_sizes=(3,),
-    lambda_coef=1.0, lambda_self=75.0, threshold=0.04, subspace_dim=12, affinity_power=8.0,
+    lambda_coef=1.0, lambda_self=75.0, normalize_losses=False, threshold=0.04, subspace_dim=12, affinity_power=8.0,
     n_pretrain_epochs=n_pretrain_epochs, n_epochs=n_epochs, scale_encoder_lr=True,
     device=args.device, random_state=0,
 )

@@ -176,18 +176,11 @@ def main(argv=None):
     model = MiniBatchDeepSubspaceClustering(
         n_clusters=10,
         image_shape=(1, 8, 8),
-        hidden_channels=(16,),     # one stride-2 convolution: 16 x 4 x 4 = 256-d codes
-        kernel_sizes=(3,),
-        batch_size=256,
+        # The network ("auto": one stride-2 convolution of 15 channels for
+        # 8 x 8 images, 240-d codes), the loss weights and the post-processing
+        # are the defaults; fewer epochs than the default step budget.
         n_pretrain_epochs=5 if args.quick else 50,
         n_epochs=5 if args.quick else 50,
-        learning_rate=1e-3,
-        lambda_coef=1.0,
-        lambda_self=4.0,
-        affinity="dsc",
-        threshold=0.1,
-        subspace_dim=4,
-        affinity_power=2.0,
         device=args.device,
         random_state=0,
     )
