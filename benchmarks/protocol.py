@@ -30,7 +30,6 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -230,20 +229,29 @@ def main():
     if unknown:
         parser.error(f"unknown data sets {unknown}; known: {sorted(ALL_SETS)}")
     params = json.loads(args.params)
+    tasks = []
+    for name in names:
+        if not args.no_baseline:
+            tasks.append((linear_baseline, name, str(args.data_dir), args.n_samples))
+        for estimator in args.estimators:
+            for seed in args.seeds:
+                tasks.append((fit_and_score, name, estimator, params, seed, str(args.data_dir),
+                              args.n_samples))
+    run_tasks(tasks, args.workers, args.out)
+
+
+def run_tasks(tasks, workers, out_path, **extra):
+    """Run ``(function, *args)`` tasks, one fresh process each, appending their records.
+
+    Records are written (with ``extra`` added) in the order of ``tasks`` as
+    they complete, and echoed to stdout.
+    """
     # One task per process: each fit's peak RSS is its own.
-    with ProcessPoolExecutor(args.workers, max_tasks_per_child=1) as pool, \
-            open(args.out, "a") as out:
-        futures = []
-        for name in names:
-            if not args.no_baseline:
-                futures.append(pool.submit(linear_baseline, name, str(args.data_dir),
-                                           args.n_samples))
-            for estimator in args.estimators:
-                for seed in args.seeds:
-                    futures.append(pool.submit(fit_and_score, name, estimator, params, seed,
-                                               str(args.data_dir), args.n_samples))
+    with ProcessPoolExecutor(workers, max_tasks_per_child=1) as pool, \
+            open(out_path, "a") as out:
+        futures = [pool.submit(*task) for task in tasks]
         for future in futures:
-            record = future.result()
+            record = {**future.result(), **extra}
             out.write(json.dumps(record) + "\n")
             out.flush()
             print(json.dumps(record), flush=True)

@@ -19,14 +19,12 @@ Usage::
 
 import argparse
 import itertools
-import json
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from protocol import DEFAULT_DATA_DIR, DEVELOPMENT_SETS, fit_and_score  # noqa: E402
+from protocol import DEFAULT_DATA_DIR, DEVELOPMENT_SETS, fit_and_score, run_tasks  # noqa: E402
 
 RULES = {
     "1/k": {"scale_encoder_lr": True, "bank_momentum": 0.0},
@@ -45,17 +43,12 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    jobs = []
-    for dataset, batch_size, lr, rule, seed in itertools.product(
-            args.datasets, args.batch_sizes, args.learning_rates, RULES, args.seeds):
-        params = {"batch_size": batch_size, "learning_rate": lr, **RULES[rule]}
-        jobs.append((dataset, "MiniBatchDeepSubspaceClustering", params, seed, str(args.data_dir)))
-    with ProcessPoolExecutor(args.workers, max_tasks_per_child=1) as pool, \
-            open(args.out, "a") as out:
-        for record in pool.map(fit_and_score, *zip(*jobs)):
-            out.write(json.dumps(record) + "\n")
-            out.flush()
-            print(json.dumps(record), flush=True)
+    tasks = [(fit_and_score, dataset, "MiniBatchDeepSubspaceClustering",
+              {"batch_size": batch_size, "learning_rate": lr, **RULES[rule]}, seed,
+              str(args.data_dir))
+             for dataset, batch_size, lr, rule, seed in itertools.product(
+                 args.datasets, args.batch_sizes, args.learning_rates, RULES, args.seeds)]
+    run_tasks(tasks, args.workers, args.out)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,12 @@ Usage::
 
 import argparse
 import itertools
-import json
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from protocol import DEVELOPMENT_SETS, fit_and_score  # noqa: E402
+from protocol import DEVELOPMENT_SETS, fit_and_score, run_tasks  # noqa: E402
 
 GRIDS = {
     # lambda_self and the relative ridge penalty lambda_coef / lambda_self
@@ -58,15 +56,10 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    jobs = [(dataset, "MiniBatchDeepSubspaceClustering", params, seed, str(args.data_dir))
-            for params in GRIDS[args.grid] for dataset in args.datasets for seed in args.seeds]
-    with ProcessPoolExecutor(args.workers, max_tasks_per_child=1) as pool, \
-            open(args.out, "a") as out:
-        for record in pool.map(fit_and_score, *zip(*jobs)):
-            record["grid"] = args.grid
-            out.write(json.dumps(record) + "\n")
-            out.flush()
-            print(json.dumps(record), flush=True)
+    tasks = [(fit_and_score, dataset, "MiniBatchDeepSubspaceClustering", params, seed,
+              str(args.data_dir))
+             for params in GRIDS[args.grid] for dataset in args.datasets for seed in args.seeds]
+    run_tasks(tasks, args.workers, args.out, grid=args.grid)
 
 
 if __name__ == "__main__":
