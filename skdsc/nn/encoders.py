@@ -2,6 +2,7 @@
 
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -102,7 +103,9 @@ def create_backbone(name, *, in_chans, image_size, pretrained=False):
     pretrained : bool, str or path-like, default=False
         ``False`` for random initialisation, ``True`` for timm's published
         weights (from the local cache, else downloaded), or the path of a local
-        weights file (``.safetensors``, ``.pth``, ``.pt`` or ``.bin``).
+        weights file (``.safetensors``, ``.pth``, ``.pt`` or ``.bin``) under
+        timm's names; :func:`convert_state_dict` renames weights saved under
+        other names.
 
     Returns
     -------
@@ -298,3 +301,283 @@ def _check_weights_cover_model(model, weights, name):
             f"pretrained={str(weights)!r} does not hold weights for timm model {name!r}: "
             f"{len(missing)} of its tensors are missing ({shown})."
         )
+
+
+# -- bringing weights saved under other names -----------------------------------------
+
+
+def load_weights(source):
+    """State dict held by ``source``: a mapping of tensors or a weights file.
+
+    Parameters
+    ----------
+    source : dict or path-like
+        A mapping from names to tensors, or the path of a ``.safetensors``,
+        ``.pth``, ``.pt`` or ``.bin`` file holding one. A checkpoint that
+        wraps its state dict under ``"state_dict"``, ``"model"`` or
+        ``"state_dict_ema"`` is unwrapped.
+
+    Returns
+    -------
+    state_dict : dict of str to torch.Tensor
+        The tensors, in the order the source holds them (a ``.safetensors``
+        file holds them sorted by name, not in the order they were saved).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``source`` is a path to no file.
+    ValueError
+        ``source`` is not a mapping or a weights file, or holds no tensors.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(os.fspath(source)).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"source={os.fspath(source)!r}: no such weights file.")
+        suffix = path.suffix.lower()
+        if suffix not in WEIGHT_SUFFIXES:
+            raise ValueError(
+                f"source={os.fspath(source)!r} must be a weights file ending in one of "
+                f"{', '.join(WEIGHT_SUFFIXES)}, or a dict of tensors."
+            )
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # pickle errors come in many types
+                raise ValueError(
+                    f"source={os.fspath(source)!r} could not be read as a PyTorch weights "
+                    f"file: {exc}"
+                ) from exc
+        where = f"source={os.fspath(source)!r}"
+    elif isinstance(source, Mapping):
+        state, where = source, "source"
+    else:
+        raise ValueError(
+            "source must be a dict of tensors or the path of a weights file "
+            f"({', '.join(WEIGHT_SUFFIXES)}), got {type(source).__name__}."
+        )
+    for wrapper in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+            state = state[wrapper]
+            break
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{where} holds a {type(state).__name__}, not a dict of tensors.")
+    tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+    if not tensors:
+        raise ValueError(f"{where} holds no tensors.")
+    return tensors
+
+
+def convert_state_dict(source, model, *, mapping="order"):
+    """Rename a state dict saved under other names to a timm model's names.
+
+    Weights published outside timm (another implementation of the same
+    architecture) often hold the very tensors timm's model needs under other
+    names. This function gives them timm's names, checks every shape, and
+    returns a state dict that :func:`save_state_dict` writes to a file usable
+    as ``pretrained=PATH`` of :class:`skdsc.ContrastiveDSC` and
+    :func:`create_backbone`.
+
+    Parameters
+    ----------
+    source : dict or path-like
+        The state dict to rename, or the path of a ``.safetensors``,
+        ``.pth``, ``.pt`` or ``.bin`` file holding it (see
+        :func:`load_weights`).
+    model : str or torch.nn.Module
+        The target: a timm model name (built with its default classifier,
+        random weights, to read its names and shapes) or a built model.
+    mapping : "order", dict or callable, default="order"
+        How source names become timm names.
+
+        - ``"order"``: by position. The source must hold as many tensors as
+          the model's state dict, with the same shapes in the same order; the
+          i-th source tensor becomes the model's i-th entry. Not for
+          ``.safetensors`` files, which store their tensors sorted by name.
+        - dict: ``{source_name: timm_name}``. Names absent from the dict are
+          kept; a value of ``None`` drops the tensor.
+        - callable: ``timm_name = mapping(source_name)``; returning ``None``
+          drops the tensor.
+
+    Returns
+    -------
+    state_dict : dict of str to torch.Tensor
+        The source's tensors under the model's names, in the model's order.
+
+    Raises
+    ------
+    ValueError
+        The counts differ (``"order"``), or ``"order"`` is asked of a
+        ``.safetensors`` file; a shape, or integer versus floating
+        type, differs (the first such pair is named, source name and shape
+        beside timm name and shape); after renaming, names of the model are
+        missing, names it does not have remain, or two source tensors receive
+        one name; or an argument is not of an accepted kind.
+
+    See Also
+    --------
+    save_state_dict : Write the result to a file for ``pretrained=PATH``.
+
+    Examples
+    --------
+    >>> import timm
+    >>> from skdsc.nn import convert_state_dict
+    >>> model = timm.create_model("test_resnet")
+    >>> other = {f"layer{i}": t for i, t in enumerate(model.state_dict().values())}
+    >>> state = convert_state_dict(other, "test_resnet")
+    >>> list(state) == list(model.state_dict())
+    True
+    """
+    target = _target_state(model)
+    state = load_weights(source)
+    if isinstance(mapping, str):
+        if mapping != "order":
+            raise ValueError(
+                f"mapping must be 'order', a dict or a callable, got {mapping!r}."
+            )
+        if (isinstance(source, (str, os.PathLike))
+                and os.fspath(source).lower().endswith(".safetensors")):
+            raise ValueError(
+                f"mapping='order' cannot convert source={os.fspath(source)!r}: a .safetensors "
+                "file does not keep the order its tensors were saved in (it sorts them). "
+                "Pass a dict or a callable as mapping, or a .pth / .bin file."
+            )
+        return _convert_by_order(state, target, model)
+    if isinstance(mapping, Mapping):
+        rename = lambda key: mapping.get(key, key)  # noqa: E731
+    elif callable(mapping):
+        rename = mapping
+    else:
+        raise ValueError(
+            f"mapping must be 'order', a dict or a callable, got {type(mapping).__name__}."
+        )
+    renamed, origin = {}, {}
+    for key, tensor in state.items():
+        new = rename(key)
+        if new is None:
+            continue
+        if not isinstance(new, str):
+            raise ValueError(
+                f"mapping gave {new!r} for source tensor {key!r}; it must give a str or None."
+            )
+        if new in renamed:
+            raise ValueError(
+                f"mapping gives the name {new!r} to two source tensors, {origin[new]!r} and "
+                f"{key!r}."
+            )
+        renamed[new], origin[new] = tensor, key
+    missing = [key for key in target if key not in renamed]
+    unexpected = [origin[key] for key in renamed if key not in target]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} tensors of the model get no source tensor "
+                         f"({_shown(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} source tensors get a name the model does not "
+                         f"have ({', '.join(f'{k!r} -> {rename(k)!r}' for k in unexpected[:5])}"
+                         f"{', ...' if len(unexpected) > 5 else ''})")
+        raise ValueError(f"mapping does not match timm model {_model_label(model)}: "
+                         + "; ".join(parts) + ".")
+    converted = {}
+    for key, expected in target.items():
+        _check_pair(origin[key], renamed[key], key, expected, model)
+        converted[key] = renamed[key]
+    return converted
+
+
+def save_state_dict(state_dict, path):
+    """Write a state dict to a weights file usable as ``pretrained=path``.
+
+    Parameters
+    ----------
+    state_dict : dict of str to torch.Tensor
+        E.g. the result of :func:`convert_state_dict`.
+    path : str or path-like
+        File to write; its suffix chooses the format: ``.safetensors``
+        (safetensors, no pickle) or ``.pth``, ``.pt``, ``.bin``
+        (:func:`torch.save`). Missing parent folders are created.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The file written.
+
+    Raises
+    ------
+    ValueError
+        ``path`` has another suffix, or ``state_dict`` is not a dict of tensors.
+    """
+    path = Path(os.fspath(path)).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in WEIGHT_SUFFIXES:
+        raise ValueError(
+            f"path={os.fspath(path)!r} must end in one of {', '.join(WEIGHT_SUFFIXES)}."
+        )
+    if not isinstance(state_dict, Mapping) or not state_dict or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
+        raise ValueError("state_dict must be a non-empty dict of str to torch.Tensor.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Own, contiguous storage: safetensors refuses shared or strided tensors, and
+    # torch.save would otherwise write whole storages of views.
+    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in state_dict.items()}
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(path))
+    else:
+        torch.save(tensors, path)
+    return path
+
+
+def _target_state(model):
+    """The ``{name: tensor}`` a converted state dict must match."""
+    if isinstance(model, nn.Module):
+        return model.state_dict()
+    if not isinstance(model, str) or not timm.is_model(model.split(".")[0]):
+        raise ValueError(
+            "model must be the name of a timm model (see timm.list_models()) or a "
+            f"torch.nn.Module, got {model!r}."
+        )
+    return timm.create_model(model.split(".")[0], pretrained=False).state_dict()
+
+
+def _model_label(model):
+    return repr(model) if isinstance(model, str) else type(model).__name__
+
+
+def _shown(keys, n=5):
+    return ", ".join(repr(k) for k in keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+def _check_pair(source_key, tensor, target_key, expected, model):
+    """Fail if ``tensor`` cannot stand for the model's ``expected`` tensor."""
+    if tuple(tensor.shape) != tuple(expected.shape) or (
+            tensor.is_floating_point() != expected.is_floating_point()):
+        raise ValueError(
+            f"source tensor {source_key!r} {_describe(tensor)} does not fit {target_key!r} "
+            f"{_describe(expected)} of timm model {_model_label(model)}."
+        )
+
+
+def _describe(tensor):
+    kind = "floating" if tensor.is_floating_point() else "integer"
+    return f"(shape {tuple(tensor.shape)}, {kind})"
+
+
+def _convert_by_order(state, target, model):
+    if len(state) != len(target):
+        raise ValueError(
+            f"mapping='order' needs as many source tensors as timm model "
+            f"{_model_label(model)} has: the source holds {len(state)}, the model "
+            f"{len(target)}. Pass a dict or a callable as mapping instead."
+        )
+    converted = {}
+    for (source_key, tensor), (key, expected) in zip(state.items(), target.items()):
+        _check_pair(source_key, tensor, key, expected, model)
+        converted[key] = tensor
+    return converted
