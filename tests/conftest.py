@@ -17,6 +17,7 @@ SMALL_PARAMS = dict(
     batch_size=16, n_epochs=5, n_pretrain_epochs=5, learning_rate=1e-3,
     lambda_coef=1.0, lambda_self=1.0, self_expression="dense", n_nonzero=32,
     refresh_epochs=10, bank_update="index", scale_encoder_lr=True,
+    bank_momentum=0.0, normalize_losses=False, n_init=1,
     affinity="dsc", threshold=0.1, subspace_dim=4, affinity_power=2.0,
     device="cpu", random_state=0,
 )
@@ -35,6 +36,7 @@ SMALL_CONTRASTIVE_PARAMS = dict(
     temperature=0.5, batch_size=16, n_epochs=3, n_pretrain_epochs=3, learning_rate=1e-3,
     lambda_coef=1.0, lambda_self=1.0, self_expression="dense", n_nonzero=32,
     refresh_epochs=10, bank_update="index", scale_encoder_lr=True,
+    bank_momentum=0.0, normalize_losses=False, n_init=1,
     affinity="dsc", threshold=0.1, subspace_dim=4, affinity_power=2.0,
     device="cpu", random_state=0,
 )

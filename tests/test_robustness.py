@@ -42,7 +42,7 @@ def test_normalized_self_expression_term_is_relative(subspace_data, scale):
 
 
 def test_ridge_penalty_follows_code_energy():
-    model = small_estimator(lambda_coef=0.5, lambda_self=5.0)
+    model = small_estimator(lambda_coef=0.5, lambda_self=5.0, normalize_losses=True)
     codes = torch.ones(4, 3) * 2.0  # mean squared norm 12
     assert model._ridge_penalty(codes) == pytest.approx(0.1 * 12)
     model.set_params(normalize_losses=False)
