@@ -181,8 +181,8 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
     def __init__(self, n_clusters, *, image_shape, batch_size, n_epochs, learning_rate,
                  lambda_coef, lambda_self, self_expression, n_nonzero, refresh_epochs,
                  bank_update, scale_encoder_lr, bank_momentum, normalize_losses, affinity,
-                 threshold, subspace_dim, affinity_power, assign_labels, n_components, device, checkpoint_path,
-                 checkpoint_interval, n_init, random_state, verbose):
+                 threshold, subspace_dim, affinity_power, assign_labels, n_components, device,
+                 checkpoint_path, checkpoint_interval, n_init, random_state, verbose):
         self.n_clusters = n_clusters
         self.image_shape = image_shape
         self.batch_size = batch_size
@@ -377,6 +377,9 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
                    for seed, checkpoint in zip(seeds, checkpoints)]
         chosen, agreement = choose_member([member["labels_"] for member in members])
         vars(self).update(members[chosen])
+        # A refit with n_init=1 leaves no member attributes of an earlier fit.
+        for name in ("member_agreement_", "best_member_"):
+            vars(self).pop(name, None)
         if self.n_init > 1:
             self.member_agreement_ = agreement
             self.best_member_ = chosen

@@ -155,6 +155,8 @@ def test_n_init_keeps_the_agreeing_member(subspace_data):
         assert_same_model(model, single)
     again = small_estimator(n_init=3).fit(X)
     assert_same_model(model, again)
+    model.set_params(n_init=1).fit(X)
+    assert not hasattr(model, "member_agreement_") and not hasattr(model, "best_member_")
 
 
 def test_n_init_resumes_every_member(monkeypatch, tmp_path, subspace_data):
