@@ -216,6 +216,9 @@ def test_unusual_kernel_sizes_fit(make_estimator, subspace_data, kernel_sizes):
     ("self_expression", "lowrank"), ("self_expression", None), ("n_nonzero", 0),
     ("n_nonzero", 2.5), ("refresh_epochs", -1), ("device", 5), ("random_state", "seed"), ("hidden_units", "abc"),
     ("hidden_channels", 4), ("kernel_sizes", None),
+    ("hidden_channels", "wide"), ("kernel_sizes", "big"), ("n_epochs", "many"),
+    ("n_pretrain_epochs", "auto-ish"), ("bank_momentum", 1.0), ("bank_momentum", -0.1),
+    ("normalize_losses", "yes"), ("n_init", 0), ("n_init", 1.5),
 ])
 def test_invalid_parameter_values(make_estimator, subspace_data, name, value):
     """Each invalid value is reported with the parameter's name, before training."""
@@ -312,3 +315,13 @@ def test_diverging_self_expression_names_learning_rate(any_estimator, subspace_d
     with pytest.raises(FloatingPointError,
                        match=r"self-expression loss became (nan|inf).*learning_rate.*lambda_self"):
         make_estimator(learning_rate=1e10, n_pretrain_epochs=0).fit(X)
+
+
+def test_explicit_kernel_sizes_must_match_the_auto_network(make_estimator):
+    """kernel_sizes given for hidden_channels="auto": one per layer the rule builds."""
+    X = np.random.default_rng(0).random((20, 64 * 64))
+    model = make_estimator(image_shape=(64, 64), hidden_channels="auto", kernel_sizes=(3,))
+    with pytest.raises(ValueError, match=r"kernel_sizes must have one entry per hidden_channels "
+                                         r"entry; got 1 kernel sizes for 2 layers \(hidden_"
+                                         r"channels='auto' gives \(15, 30\)\)"):
+        model.fit(X)
