@@ -223,7 +223,7 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         the member whose labels agree most (mean adjusted Rand index) with
         the others', so that a run stuck in a poor optimum is dropped without
         looking at any label. Fit time grows ``n_init`` times; the members'
-        fitted arrays are held until the choice. See :ref:`model-selection`.
+        fitted arrays are held until the choice. See :ref:`n-init`.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, batch order and spectral clustering. The same
         seed gives the same labels on the CPU; on CUDA some kernels are not
