@@ -33,7 +33,7 @@ GRIDS = {
     # Reconstruction pretraining on mildly shifted, zoomed and rotated views.
     "augment": [{"pretrain_augmentation": True}],
     # Self-expression over each sample's nearest codes at every size.
-    "sparse": [{"self_expression": "sparse"}, {"self_expression": "sparse", "n_nonzero": 8}],
+    "sparse": [{"self_expression": "sparse"}],
     # Shorter budgets than the 200 epochs that the step budget keeps on ORL and COIL-20.
     "budget": [{"n_epochs": 100, "n_pretrain_epochs": 100}, {"n_epochs": 50, "n_pretrain_epochs": 50}],
     # Label-free restarts: the medoid of three members (three times the time).

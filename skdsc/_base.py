@@ -26,6 +26,7 @@ from .nn.momentum import MomentumEncoder
 from .nn.neighbors import nearest_neighbors
 from .nn.self_expression import (
     DenseSelfExpression, SparseSelfExpression, floored_penalty, local_ridge_regression,
+    mean_square_norm,
 )
 from .nn.trainer import auto_epochs, batch_plan
 from .spectral import (AFFINITIES, LABEL_ASSIGNMENTS, check_n_components,
@@ -277,7 +278,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         """Ridge weight of a self-expression against ``codes`` (the training objective's)."""
         penalty = self.lambda_coef / self.lambda_self
         if self.normalize_losses:
-            penalty *= float(torch.linalg.vector_norm(codes.double(), dim=1).pow(2).mean())
+            penalty *= float(mean_square_norm(codes.double()))
         return penalty
 
     def _momentum_encoder(self, network):

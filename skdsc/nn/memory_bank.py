@@ -2,6 +2,8 @@
 
 import torch
 
+from .self_expression import mean_square_norm
+
 BANK_UPDATES = ("index", "fifo")
 
 
@@ -62,8 +64,7 @@ class MemoryBank:
         A scale of the codes: loss weights divided by it mean the same for codes
         of any magnitude. A tiny floor keeps it positive for all-zero codes.
         """
-        norms = torch.linalg.vector_norm(self.codes, dim=1)
-        return norms.pow(2).mean().clamp_min(1e-12)
+        return mean_square_norm(self.codes).clamp_min(1e-12)
 
     @torch.no_grad()
     def write(self, indices, codes):

@@ -198,14 +198,23 @@ def _matching_columns(old, new, block=4096):
     return sources, kept
 
 
+def mean_square_norm(codes):
+    """Mean over the rows of ``codes`` of their squared norm, as a 0-d tensor.
+
+    The scale of a set of codes: ridge penalties and loss weights relative to
+    it mean the same for codes of any magnitude. Row norms first, so no
+    temporary copy of a (possibly large) code matrix is made.
+    """
+    return torch.linalg.vector_norm(codes, dim=1).pow(2).mean()
+
+
 def floored_penalty(codes, penalty):
     """``penalty``, raised to a tiny fraction of the codes' mean squared norm.
 
     Keeps ridge regressions against ``codes`` solvable when the penalty is
     zero (``lambda_coef=0``) or the codes are rank deficient.
     """
-    # Row norms first: no temporary copy of a (possibly large) code matrix.
-    mean_square = torch.linalg.vector_norm(codes, dim=1).pow(2).mean()
+    mean_square = mean_square_norm(codes)
     return max(float(penalty), 1e-8 * float(mean_square) + 1e-12)
 
 
