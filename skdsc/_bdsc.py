@@ -122,9 +122,9 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
     learning_rate : float, default=3e-3
         Adam learning rate of the decoder and the coefficients, and of the
         encoder before the ``scale_encoder_lr`` rule.
-    lambda_coef : float, default=0.03
+    lambda_coef : float, default=1.0
         Weight of the coefficient penalty ``||C||^2``. With
-        ``normalize_losses``, ``lambda_coef / lambda_self`` (default 0.003)
+        ``normalize_losses``, ``lambda_coef / lambda_self`` (default 0.1)
         is the ridge penalty in units of the codes' mean squared norm.
     lambda_self : float, default=10.0
         Weight of the self-expression penalty ``||Z - CZ||^2`` (relative to
@@ -317,7 +317,7 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
                  kernel_sizes="auto", hidden_units=(256, 32), batch_size=128,
                  n_epochs="auto", n_pretrain_epochs="auto", pretrain_augmentation=None,
                  learning_rate=3e-3,
-                 lambda_coef=0.03, lambda_self=10.0, self_expression="auto", n_nonzero=32,
+                 lambda_coef=1.0, lambda_self=10.0, self_expression="auto", n_nonzero=32,
                  refresh_epochs=10, bank_update="index",
                  scale_encoder_lr=True, bank_momentum=0.0, normalize_losses=True,
                  affinity="auto", threshold="auto", subspace_dim=6,

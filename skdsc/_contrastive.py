@@ -381,10 +381,6 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
                             f"temperature (now {self.temperature}).",
         )
 
-    # Without a decoder nothing ties C to the data before training; start it
-    # at the exact minimiser of its own terms for the pretrained codes.
-    _ridge_start = True
-
     def _make_step(self, network, self_expression, coef_optimizer, bank, inputs, n_batches,
                    generator):
         augment = self._augmentation()
