@@ -38,6 +38,12 @@ GRIDS = {
     "budget": [{"n_epochs": 100, "n_pretrain_epochs": 100}, {"n_epochs": 50, "n_pretrain_epochs": 50}],
     # Label-free restarts: the medoid of three members (three times the time).
     "n_init": [{"n_init": 3}],
+    # Where the coefficients start (the default is the ridge start at
+    # lambda_coef=1): DSC-Net's constant at the earlier default penalty and at
+    # the stronger one, and the ridge start at an intermediate penalty.
+    "start": [{"coef_init": "constant", "lambda_coef": 0.03},
+              {"coef_init": "constant", "lambda_coef": 1.0},
+              {"coef_init": "ridge", "lambda_coef": 0.3}],
     # The corner of "lambdas" that led on ORL, for the slower COIL-20.
     "lambdas-narrow": [
         {"lambda_self": s, "lambda_coef": s * a}

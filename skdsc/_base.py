@@ -174,6 +174,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         "checkpoint_path": [str, os.PathLike, None],
         "checkpoint_interval": [Interval(Real, 0, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
+        "coef_init": [StrOptions({"ridge", "constant"})],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -183,7 +184,8 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
                  lambda_coef, lambda_self, self_expression, n_nonzero, refresh_epochs,
                  bank_update, scale_encoder_lr, bank_momentum, normalize_losses, affinity,
                  threshold, subspace_dim, affinity_power, assign_labels, n_components, device,
-                 checkpoint_path, checkpoint_interval, n_init, random_state, verbose):
+                 checkpoint_path, checkpoint_interval, n_init, random_state, verbose,
+                 coef_init="ridge"):
         self.n_clusters = n_clusters
         self.image_shape = image_shape
         self.batch_size = batch_size
@@ -208,6 +210,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         self.checkpoint_path = checkpoint_path
         self.checkpoint_interval = checkpoint_interval
         self.n_init = n_init
+        self.coef_init = coef_init
         self.random_state = random_state
         self.verbose = verbose
 
@@ -412,12 +415,11 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
                 bank = MemoryBank(codes, update=self.bank_update)
                 del codes  # the bank holds its own copy
                 self_expression = self._self_expression_layer(mode, bank)
-                # Every row is visited once per epoch, and large data sets get
-                # few epochs: start each at its exact minimiser for the
-                # pretrained codes, not at DSC-Net's small constant (on ORL and
-                # COIL-20 the constant start needed a weaker penalty to end as
-                # well; docs/defaults.rst).
-                self_expression.ridge_start(bank.codes, self._ridge_penalty(bank.codes))
+                if self.coef_init == "ridge":
+                    # Every row is visited once per epoch, and large data sets
+                    # get few epochs: start each at its exact minimiser for the
+                    # pretrained codes rather than DSC-Net's small constant.
+                    self_expression.ridge_start(bank.codes, self._ridge_penalty(bank.codes))
             coef_optimizer = torch.optim.SparseAdam(self_expression.parameters(),
                                                     lr=self.learning_rate)
             _, n_batches = batch_plan(n_samples, self.batch_size)

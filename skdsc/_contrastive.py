@@ -190,6 +190,13 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
         Least number of seconds between two checkpoints (besides the one at
         the start of self-expressive training and the one at the end of each
         phase); 0 saves after every epoch.
+    coef_init : {"ridge", "constant"}, default="ridge"
+        Start of the coefficients for the self-expressive phase. ``"ridge"``
+        starts every row at the exact minimiser of the self-expression and
+        coefficient terms for the pretrained codes (in the sparse mode, over
+        its candidates); ``"constant"`` starts every coefficient at 1e-8, as
+        DSC-Net does. A row is updated once per epoch, so from a constant it
+        moves little on large data sets (see :doc:`/defaults`).
     n_init : int, default=1
         Number of networks trained from different seeds (drawn from
         ``random_state``); the one kept is the medoid of their labellings,
@@ -289,7 +296,8 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
                  scale_encoder_lr=True, bank_momentum=0.0, normalize_losses=True,
                  affinity="auto", threshold="auto", subspace_dim=6,
                  affinity_power=4.0, assign_labels="kmeans", n_components="auto",
-                 device="auto", checkpoint_path=None, checkpoint_interval=60.0, n_init=1,
+                 device="auto", checkpoint_path=None, checkpoint_interval=60.0, coef_init="ridge",
+                 n_init=1,
                  random_state=None, verbose=0):
         super().__init__(
             n_clusters, image_shape=image_shape, batch_size=batch_size,
@@ -301,7 +309,7 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
             subspace_dim=subspace_dim, affinity_power=affinity_power,
             assign_labels=assign_labels, n_components=n_components, device=device,
             checkpoint_path=checkpoint_path, checkpoint_interval=checkpoint_interval,
-            n_init=n_init,
+            n_init=n_init, coef_init=coef_init,
             random_state=random_state, verbose=verbose,
         )
         self.encoder = encoder
