@@ -25,14 +25,16 @@ def test_bank_mean_square_norm():
 
 @pytest.mark.parametrize("scale", [1.0, 100.0])
 def test_normalized_self_expression_term_is_relative(subspace_data, scale):
-    """C starts near zero, so the first epoch's relative residual is close to 1.
+    """From DSC-Net's constant start (C near zero) the first epoch's relative residual is close to 1.
 
     Without normalisation the same term is the codes' squared norm, which
     follows the scale of the network's weights.
     """
     X, _ = subspace_data
-    normalized = small_estimator(n_epochs=1, normalize_losses=True).fit(X * scale)
-    absolute = small_estimator(n_epochs=1, normalize_losses=False).fit(X * scale)
+    normalized = small_estimator(n_epochs=1, normalize_losses=True,
+                                 coef_init="constant").fit(X * scale)
+    absolute = small_estimator(n_epochs=1, normalize_losses=False,
+                               coef_init="constant").fit(X * scale)
     first = [h for h in normalized.history_ if h["phase"] == "self-expression"][0]
     assert first["self_expression"] == pytest.approx(1.0, abs=0.05)
     energy = np.mean(np.sum(absolute.embedding_ ** 2, axis=1))
@@ -176,3 +178,21 @@ def test_n_init_resumes_every_member(monkeypatch, tmp_path, subspace_data):
     assert_same_model(model, reference)
     np.testing.assert_array_equal(model.member_agreement_, reference.member_agreement_)
     assert not path.exists() and not Path(f"{path}.1").exists()
+
+
+# -- coef_init --------------------------------------------------------------------------
+
+def test_constant_start_leaves_coefficients_at_dsc_nets_constant(subspace_data):
+    X, _ = subspace_data
+    model = small_estimator(n_epochs=0, coef_init="constant").fit(X)
+    coef = np.asarray(model.coef_)
+    off_diagonal = coef[~np.eye(len(X), dtype=bool)]
+    assert np.allclose(off_diagonal, 1e-8)
+    ridge = small_estimator(n_epochs=0).fit(X)
+    assert np.abs(np.asarray(ridge.coef_)).max() > 1e-3
+
+
+def test_coef_init_rejects_unknown_starts(subspace_data):
+    X, _ = subspace_data
+    with pytest.raises(ValueError, match="coef_init"):
+        small_estimator(coef_init="zeros").fit(X)
