@@ -10,7 +10,7 @@ default. Every fit gives only ``n_clusters`` and ``image_shape`` (plus
 Beside every data set the script scores the **linear self-expression
 baseline**: the closed-form ridge self-expression of the raw pixels (relative
 penalty 0.1 of the mean squared row norm, chosen on ORL in
-``study_ridge_baseline.py``) followed by the same post-processing as the
+the former ``study_ridge_baseline.py``, results/study_ridge_baseline.txt) followed by the same post-processing as the
 estimator's dense mode; above 10,000 samples each row is expressed over its 32
 nearest rows instead (the sparse mode's rule).
 

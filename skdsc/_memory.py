@@ -15,7 +15,7 @@ AUTO_DENSE_MEMORY_SHARE = 0.5
 # float32 matrix, its two Adam moments and a final copy; in post-processing
 # float64 working copies (thresholding, symmetrisation, eigenvectors,
 # affinity and the Laplacian of spectral clustering) on the host. Checked
-# against benchmarks/bench_mnist.py: a dense fit of 10,000 MNIST digits added
+# against the scaling suite of benchmarks/run.py: a dense fit of 10,000 MNIST digits added
 # 3,765 MB of peak RSS (about 34 bytes per pair beyond the fixed costs).
 _DENSE_TRAINING_BYTES_PER_PAIR = 16
 _DENSE_POSTPROCESSING_BYTES_PER_PAIR = 40
