@@ -428,8 +428,21 @@ TABLES = {
     "protocol_constant_start": lambda: protocol_table(before(records("protocol.jsonl"))),
     "development_constant_start": lambda: protocol_table(before(
         records("protocol_development.jsonl"))),
-    "tune_defaults": lambda: protocol_table(records("tune_defaults.jsonl")
-                                            + records("defaults.jsonl")),
+    # Where the coefficients start, on the development sets: the defaults'
+    # runs (ridge start, lambda_coef=1) beside the "start" grid.
+    "start": lambda: protocol_table(
+        [r for r in since(records("protocol_development.jsonl"))
+         if not r["estimator"].startswith("linear ridge")]
+        + [r for r in records("tune_defaults.jsonl") if "coef_init" in r["params"]]),
+    # Fits with the network untrained, or pretrained only (no self-expressive epochs).
+    "untrained_network": lambda: protocol_table(
+        records("untrained_network.jsonl")
+        + [r for r in since(records("protocol_development.jsonl") + records("protocol.jsonl"))
+           if r["dataset"] in ("orl", "coil20", "digits")
+           and not r["estimator"].startswith("linear ridge")]),
+    "tune_defaults": lambda: protocol_table(
+        [r for r in records("tune_defaults.jsonl") + records("defaults.jsonl")
+         if "coef_init" not in r["params"]]),
     "bank_consistency": lambda: protocol_table(records("bank_consistency.jsonl")
                                                + records("ablations.jsonl", study="bank")),
     "fit_time": lambda: protocol_table(records("fit_time.jsonl")),
