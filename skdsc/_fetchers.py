@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch
 
+from ._loaders import load_mat
+
 __all__ = [
     "REMOTE_FILES",
     "RemoteFile",
@@ -259,9 +261,6 @@ Citation: S. A. Nene, S. K. Nayar and H. Murase, "Columbia Object Image Library
 
 
 def _fetch_deng_cai(name, image_shape, descr, data_home, download_if_missing, return_X_y):
-    # Imported here: skdsc.datasets re-exports this module's functions.
-    from .datasets import load_mat
-
     path = _fetch_file(REMOTE_FILES[name], data_home, download_if_missing)
     X, y = load_mat(path, image_shape)
     return _bunch(X, y, X.reshape(-1, *image_shape), image_shape, descr, return_X_y)

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from scipy.linalg import eigh, qr, svd
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import LinearOperator, eigsh
-from sklearn.cluster import KMeans
+from sklearn.cluster import KMeans, spectral_clustering
 from sklearn.manifold import spectral_embedding
 from sklearn.preprocessing import normalize
 from sklearn.utils import check_random_state
@@ -388,7 +388,14 @@ def spectral_labels(affinity_matrix, n_clusters, random_state=None, assign_label
         embedding = None
     else:
         seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
-        # The same embedding as sklearn.cluster.spectral_clustering's.
+        if assign_labels == "cluster_qr":
+            # Dense cluster_qr is scikit-learn's spectral clustering, unchanged.
+            return spectral_clustering(
+                affinity_matrix, n_clusters=n_clusters, n_components=n_vectors,
+                eigen_solver="arpack", random_state=seed, assign_labels="cluster_qr",
+            ).astype(np.int64)
+        # scikit-learn's spectral_clustering embedding; its k-means step is not
+        # used, as it does not scale the rows to unit length.
         embedding = spectral_embedding(affinity_matrix, n_components=n_vectors,
                                        eigen_solver="arpack", random_state=seed,
                                        drop_first=False)
@@ -441,6 +448,7 @@ def check_n_components(n_components, n_clusters, assign_labels, n_samples):
 
 def _kmeans_on_directions(embedding, n_clusters, random_state):
     """k-means of the embedding's rows scaled to unit length (Ng, Jordan and Weiss)."""
+    # Not sklearn.cluster.spectral_clustering's k-means, which leaves rows unscaled.
     seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
     kmeans = KMeans(n_clusters, n_init=_KMEANS_N_INIT, random_state=seed)
     return kmeans.fit_predict(normalize(embedding)).astype(np.int64)
@@ -448,6 +456,8 @@ def _kmeans_on_directions(embedding, n_clusters, random_state):
 
 def _spectral_embedding_sparse(affinity_matrix, n_vectors, random_state):
     """The spectral embedding of a sparse affinity, never made dense; None without edges."""
+    # Not sklearn.manifold.spectral_embedding, whose sparse ARPACK path factorises
+    # the Laplacian (shift-invert) and leaves each component's eigenvector to ARPACK.
     # Self-loops are ignored, as by the graph Laplacian of the dense path.
     adjacency = _drop_diagonal(_canonical(affinity_matrix.tocsr()))
     if adjacency.nnz == 0:
@@ -534,6 +544,7 @@ def _cluster_qr(embedding):
     orthogonal as possible; the orthogonal matrix nearest to them (their polar
     factor) rotates the embedding so that each cluster lies along one axis.
     """
+    # sklearn.cluster._spectral.cluster_qr is private; the same steps, without forming Q.
     n_clusters = embedding.shape[1]
     _, pivots = qr(embedding.T, mode="r", pivoting=True)
     left, _, right = svd(embedding[pivots[:n_clusters]].T)
