@@ -21,6 +21,7 @@ import re
 import subprocess
 import tempfile
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,12 @@ from suites import EMBEDDING_SIZES
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 MARKER = re.compile(r"(<!-- table:(?P<name>[\w.+-]+) -->\n)(?P<body>.*?)"
                     r"(\n<!-- /table:(?P=name) -->)", re.DOTALL)
+
+
+def _mean_std(records, key, fmt):
+    """``mean ± std`` of field ``key`` over ``records``, always both."""
+    values = np.array([r[key] for r in records])
+    return f"{values.mean():{fmt}} ± {values.std():{fmt}}"
 
 
 def _stat(values, fmt):
@@ -157,9 +164,7 @@ def settings_table(path):
     header += ["predict = labels_", "restarts"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (dataset, config), records in groups.items():
-        def stat(key, fmt):
-            values = np.array([r[key] for r in records])
-            return f"{values.mean():{fmt}} ± {values.std():{fmt}}"
+        stat = partial(_mean_std, records)
         rows.append(
             f"| {dataset} | {config} | {len(records)} | {stat('acc', '.3f')} | "
             f"{stat('nmi', '.3f')} | {stat('fit_seconds', '.1f')} | "
@@ -242,9 +247,7 @@ def accuracy_table(path):
             "s / self-expression epoch | peak RSS (MB) | predict = labels_ |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for (estimator, params), group in groups.items():
-        def stat(key, fmt):
-            values = np.array([r[key] for r in group])
-            return f"{values.mean():{fmt}} ± {values.std():{fmt}}"
+        stat = partial(_mean_std, group)
         rows.append(
             f"| {estimator} | `{params}` | {len(group)} | {stat('acc', '.3f')} | "
             f"{stat('nmi', '.3f')} | {stat('fit_seconds', '.0f')} | "
