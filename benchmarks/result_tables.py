@@ -89,15 +89,14 @@ def _latest(records, key):
     return groups
 
 
-def peers_table(paths):
+def peers_table(paths, keep=None):
     """ACC, NMI, wall time and peak RSS of every peer, with ratios to full-batch DSC.
 
-    A peer whose last run on a set failed shows why instead.
+    A peer whose last run on a set failed shows why instead. ``keep``, a
+    predicate on records, selects the runs shown (default: all).
     """
-    # One run of every peer with the current defaults: runs before the ridge
-    # start (RIDGE_START) stay in the records file only.
     records = [r for r in read_records(*paths, include_errors=True)
-               if _descends_from(r.get("commit", ""), RIDGE_START)]
+               if keep is None or keep(r)]
     groups = _latest(records, lambda r: (r["dataset"], r.get("n_samples"), r["peer"],
                                          json.dumps(r.get("params", {}), sort_keys=True)))
     rows = ["| data | n | peer | settings | seeds | ACC | NMI | wall (s) | peak RSS (MB) "
@@ -453,7 +452,9 @@ TABLES = {
     "pretrained_efficientnet": lambda: pretrained_table(
         records("pretrained_efficientnet.jsonl", include_quick=True)
         + records("pretrained.jsonl", include_quick=True)),
-    "peers": lambda: peers_table([_path("peers.jsonl")]),
+    # Runs before the ridge start (RIDGE_START) stay in the records file only.
+    "peers": lambda: peers_table(
+        [_path("peers.jsonl")], keep=lambda r: _descends_from(r.get("commit", ""), RIDGE_START)),
     "bdsc_cpu": lambda: settings_table(_path("bdsc_cpu.jsonl")),
     "bdsc_gpu": lambda: settings_table(_path("bdsc_gpu.jsonl")),
     "contrastive_cpu": lambda: settings_table(_path("contrastive_cpu.jsonl")),
