@@ -184,8 +184,8 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
                  lambda_coef, lambda_self, self_expression, n_nonzero, refresh_epochs,
                  bank_update, scale_encoder_lr, bank_momentum, normalize_losses, affinity,
                  threshold, subspace_dim, affinity_power, assign_labels, n_components, device,
-                 checkpoint_path, checkpoint_interval, n_init, random_state, verbose,
-                 coef_init="ridge"):
+                 checkpoint_path, checkpoint_interval, coef_init, n_init, random_state,
+                 verbose):
         self.n_clusters = n_clusters
         self.image_shape = image_shape
         self.batch_size = batch_size
