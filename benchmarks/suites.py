@@ -238,8 +238,9 @@ class _StageSampler:
     ``predict`` (set by the caller); the rest of ``fit`` is ``"fit"``.
     """
 
-    WRAPPED = (("skdsc._base", "nearest_neighbors"), ("skdsc._base", "coefficients_to_labels"),
-               ("skdsc._base", "_coefficient_matrix"),
+    # (module or "module:Class", function or method name)
+    WRAPPED = (("skdsc._modes", "nearest_neighbors"), ("skdsc._base", "coefficients_to_labels"),
+               ("skdsc._modes:SparseMode", "coefficient_matrix"),
                ("skdsc.nn.self_expression", "local_ridge_regression"))
 
     def __init__(self):
@@ -248,10 +249,13 @@ class _StageSampler:
 
         self.stage, self.peaks, self.running = "fit", {}, True
         self.originals = []
-        for module_name, name in self.WRAPPED:
-            module = importlib.import_module(module_name)
-            self.originals.append((module, name, getattr(module, name)))
-            setattr(module, name, self._watched(name, getattr(module, name)))
+        for owner_name, name in self.WRAPPED:
+            module_name, _, class_name = owner_name.partition(":")
+            owner = importlib.import_module(module_name)
+            if class_name:
+                owner = getattr(owner, class_name)
+            self.originals.append((owner, name, getattr(owner, name)))
+            setattr(owner, name, self._watched(name, getattr(owner, name)))
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()
 
@@ -301,14 +305,107 @@ def postprocessing_memory(n_samples, n_clusters, affinity):
             "added_mb": peak_rss_mb() - before, "seconds": seconds, **scores(labels, found)}
 
 
+def sparse_coefficients(n_samples, n_clusters, n_nonzero, across=0.1, seed=0):
+    """Synthetic sparse coefficients like a fitted sparse ``coef_``, and their clusters.
+
+    CSR, float32, ``n_nonzero`` entries per row, no diagonal: sample ``i``
+    (cluster ``i % n_clusters``) draws ``(1 - across) * n_nonzero`` columns
+    uniformly from its own cluster, with weights in [0, 1), and the rest from
+    all samples, with weights in [0, 0.1). Built in O(n_samples * n_nonzero)
+    memory, never an ``n x n`` array.
+    """
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n_samples) % n_clusters
+    n_inside = n_nonzero - int(round(across * n_nonzero))
+    sizes = np.bincount(labels, minlength=n_clusters)
+    rows = np.repeat(np.arange(n_samples), n_nonzero).reshape(n_samples, n_nonzero)
+    columns = np.empty((n_samples, n_nonzero), dtype=np.int64)
+    # Member j of cluster c is sample c + j * n_clusters.
+    members = (rng.random((n_samples, n_inside)) * sizes[labels, None]).astype(np.int64)
+    columns[:, :n_inside] = labels[:, None] + members * n_clusters
+    columns[:, n_inside:] = rng.integers(0, n_samples, (n_samples, n_nonzero - n_inside))
+    values = rng.random((n_samples, n_nonzero), dtype=np.float32)
+    values[:, n_inside:] *= 0.1
+    # A draw of the sample itself goes to the next member of its cluster.
+    own = columns == rows
+    columns[own] = (columns[own] + n_clusters) % n_samples
+    del rows, members, own
+    coef = sp.csr_matrix((values.ravel(), columns.ravel(),
+                          np.arange(0, n_samples * n_nonzero + 1, n_nonzero)),
+                         shape=(n_samples, n_samples))
+    return coef, labels
+
+
+def sparse_postprocessing(n_samples, n_clusters, n_nonzero, affinity, eigen_solver):
+    """Time and peak RSS of ``coefficients_to_labels`` on synthetic sparse coefficients.
+
+    The coefficients (:func:`sparse_coefficients`) are made first; the
+    kernel's peak-RSS count is then reset, so ``peak_rss_mb`` is the peak of
+    the post-processing with the coefficients resident (``rss_before_mb``).
+    The spectral embedding and the k-means step are timed apart
+    (``stage_seconds``), as is the eigensolver actually used.
+    """
+    from skdsc import spectral
+
+    start = time.perf_counter()
+    coef, labels = sparse_coefficients(n_samples, n_clusters, n_nonzero)
+    make_seconds = time.perf_counter() - start
+    solver = spectral._resolve_eigen_solver(eigen_solver, coef)
+    stage_seconds = {}
+    originals = {}
+
+    def timed(name):
+        original = originals[name] = getattr(spectral, name)
+
+        def wrapper(*args, **kwargs):
+            begin = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                stage_seconds[name] = stage_seconds.get(name, 0.0) + time.perf_counter() - begin
+        return wrapper
+
+    for name in ("_spectral_embedding_sparse", "_kmeans_on_directions", "_cluster_qr"):
+        setattr(spectral, name, timed(name))
+    try:
+        before = resident_mb()
+        reset_peak_rss()
+        start = time.perf_counter()
+        _, found = spectral.coefficients_to_labels(coef, n_clusters, affinity=affinity,
+                                                   threshold=1.0, random_state=0,
+                                                   eigen_solver=eigen_solver)
+        seconds = time.perf_counter() - start
+        peak = resident_mb("VmHWM")
+    finally:
+        for name, original in originals.items():
+            setattr(spectral, name, original)
+    return {"kind": "postprocessing_sparse", "n_samples": n_samples, "n_clusters": n_clusters,
+            "n_nonzero": n_nonzero, "affinity": affinity, "eigen_solver": eigen_solver,
+            "eigen_solver_used": solver, "coef_nnz": int(coef.nnz),
+            "make_seconds": make_seconds, "rss_before_mb": before, "peak_rss_mb": peak,
+            "added_mb": peak - before, "seconds": seconds,
+            "stage_seconds": {name.strip("_"): value for name, value in stage_seconds.items()},
+            **scores(labels, found)}
+
+
 def scaling_tasks(args, sets):
     """Short fits over ``--sizes`` in each mode, or the post-processing alone."""
     dataset = sets[0]
     sizes = args.sizes or ([200, 400] if args.quick else [2000, 5000, 10000, 20000, 70000])
     tasks = []
     for n in sizes:
+        if args.kind == "postprocessing" and getattr(args, "coef", "dense") == "sparse":
+            affinity = args.affinity or "symmetric"
+            tasks.append(Task(sparse_postprocessing,
+                              (n, args.n_clusters, args.n_nonzero, affinity, args.eigen_solver),
+                              {"suite": "scaling", "kind": "postprocessing_sparse",
+                               "estimator": "coefficients_to_labels", "dataset": "synthetic",
+                               "n_samples": n, "seed": 0}))
+            continue
         if args.kind == "postprocessing":
-            tasks.append(Task(postprocessing_memory, (n, args.n_clusters, args.affinity),
+            tasks.append(Task(postprocessing_memory, (n, args.n_clusters, args.affinity or "dsc"),
                               {"suite": "scaling", "kind": "postprocessing_memory",
                                "estimator": "coefficients_to_labels", "dataset": "synthetic",
                                "n_samples": n, "seed": 0}))
@@ -467,7 +564,7 @@ def postprocessing_study(dataset, source, mode, seed, data_dir, n_samples, varia
         used = model.self_expression_
         # The seed fit gave its post-processing: the first member's.
         fit_seed = check_random_state(seed).randint(np.iinfo(np.int32).max)
-        fitted = dict(affinity=model._affinity(used), threshold=model._threshold(used),
+        fitted = dict(affinity=model.affinity_, threshold=model.threshold_,
                       subspace_dim=model.subspace_dim, power=model.affinity_power,
                       assign_labels=model.assign_labels, random_state=fit_seed)
         sources.append(({"estimator": estimator, "params": params, "setting": setting,

@@ -1,41 +1,33 @@
 """Shared base of the deep subspace clustering estimators."""
 
-import copy
 import os
-import time
-import warnings
 from abc import ABCMeta, abstractmethod
 from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy import sparse
 from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._checkpoint import FitCheckpoint, TrainingSession, fit_fingerprint
-from ._memory import SELF_EXPRESSION_MODES, explained_out_of_memory, resolve_self_expression
-from .nn.memory_bank import BANK_UPDATES, MemoryBank
+from ._checkpoint import (PortablePickleMixin, TrainingSession, open_checkpoint,
+                          unchanged_on_failure)
+from ._memory import SELF_EXPRESSION_MODES, explained_out_of_memory
+from ._modes import mode_named, resolve_mode
+from .distributed import DataParallelGroup
+from ._training import (INFERENCE_CHUNK, encode_all, pretrained_network,
+                        restored_self_expression, started_self_expression,
+                        train_self_expression)
+from .nn.memory_bank import BANK_UPDATES
 from .nn.momentum import MomentumEncoder
-from .nn.neighbors import nearest_neighbors
-from .nn.self_expression import (
-    DenseSelfExpression, SparseSelfExpression, floored_penalty, local_ridge_regression,
-    mean_square_norm,
-)
+from .nn.self_expression import mean_square_norm
 from .nn.trainer import auto_epochs, batch_plan
 from .spectral import (AFFINITIES, LABEL_ASSIGNMENTS, check_n_components,
                        coefficients_to_labels)
 
-# Rows encoded at once outside training (prediction, bank refresh).
-_INFERENCE_CHUNK = 1024
-# Initialisations tried when pretraining leaves codes that cannot be clustered.
-_MAX_INITIALISATIONS = 3
 
 
 def resolve_device(device):
@@ -96,7 +88,7 @@ def check_image_shape(image_shape, n_features):
     return tuple(int(s) for s in shape)
 
 
-def rows_nearly_identical(matrix, block=_INFERENCE_CHUNK):
+def rows_nearly_identical(matrix, block=INFERENCE_CHUNK):
     """Whether every row of a 2-D tensor is (nearly) the same, zero rows included.
 
     The spread of the rows around their mean is compared with their size.
@@ -139,14 +131,16 @@ def degenerate_codes(codes):
     return None
 
 
-class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta):
+class BaseDeepSubspaceClustering(PortablePickleMixin, ClusterMixin, BaseEstimator,
+                                 metaclass=ABCMeta):
     """Fit skeleton, prediction and persistence shared by the estimators.
 
-    Subclasses build the network (``_build_network``), may pretrain it
-    (``_pretrain``) and define one optimisation step (``_make_step``); this base
-    validates the data, seeds torch, keeps the memory bank and the
-    self-expressive layer, runs the epochs and turns the coefficients into
-    labels.
+    Subclasses build the network (``_build_network``) and supply the losses
+    of its two phases (``_pretraining_objective``,
+    ``_self_expression_objective``); this base validates the data, seeds
+    torch, resolves the self-expression mode, hands the network, memory bank
+    and self-expressive layer to the training phases of
+    :mod:`skdsc._training` and turns the coefficients into labels.
     """
 
     _parameter_constraints: dict = {
@@ -214,31 +208,25 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         self.random_state = random_state
         self.verbose = verbose
 
-    # -- hooks for subclasses -------------------------------------------------
+    # -- what a subclass supplies ---------------------------------------------
 
     @abstractmethod
     def _build_network(self, input_shape):
         """Return a module with ``encode(x) -> (batch, n_latent)``."""
 
-    def _pretrain(self, network, inputs, session):
-        """Train ``network`` before self-expression.
+    @abstractmethod
+    def _pretraining_objective(self, network, generator, device):
+        """The :class:`~skdsc._training.Objective` of pretraining: ``loss(x)``.
 
-        Implementations run their epochs with ``session.run(step,
-        stage="pretrain", ..., objects=...)``, naming every object the phase
-        changes (the network, optimisers, generators) so that a checkpoint can
-        restore them; ``session.generator`` is the fit's seeded CPU generator.
+        ``generator`` is the fit's seeded CPU generator, for the loss's draws.
         """
 
     @abstractmethod
-    def _make_step(self, network, self_expression, coef_optimizer, bank, inputs, n_batches,
-                   generator):
-        """Return ``(step, state)``: one optimisation step and what it changes.
+    def _self_expression_objective(self, network, bank, inputs, generator, encoder_lr):
+        """The :class:`~skdsc._training.Objective` of the self-expressive phase.
 
-        ``step(indices) -> dict`` does one step; ``coef_optimizer`` updates
-        ``self_expression`` and must be stepped with the network's optimiser.
-        ``state`` names the step's own optimisers and generators (saved in
-        checkpoints). ``generator`` is the fit's seeded CPU generator, for any
-        randomness the step needs.
+        Its loss is the data term ``loss(x, codes, expressed, indices)``; the
+        encoder's parameters learn at ``encoder_lr``.
         """
 
     def _representation_problem(self, network, codes):
@@ -249,7 +237,24 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         """Further parameter changes that lower memory, as phrases."""
         return []
 
+    def _check_params_vs_input(self, X, device):
+        """Check the parameters that depend on the data, before any training.
+
+        Subclasses extend it with their own checks. Returns the shape of one
+        sample as the network sees it and the resolved self-expression mode.
+        """
+        n_samples = X.shape[0]
+        if n_samples < self.n_clusters:
+            raise ValueError(
+                f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}."
+            )
+        check_n_components(self.n_components, self.n_clusters, self.assign_labels, n_samples)
+        mode = resolve_mode(self.self_expression, n_samples, device,
+                            bank_update=self.bank_update, n_nonzero=self.n_nonzero)
+        return self._input_shape(X.shape[1]), mode
+
     def _divergence_hint(self):
+        """Advice given when the self-expressive phase's loss is not finite."""
         return (
             f"Lower learning_rate (now {self.learning_rate}) or lambda_self "
             f"(now {self.lambda_self}), or scale X to a smaller range."
@@ -259,20 +264,6 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         """A phase's number of epochs, with ``"auto"`` resolved for the data."""
         return auto_epochs(n_samples, self.batch_size) if n_epochs == "auto" else n_epochs
 
-    # -- loss weights and the bank's writer ---------------------------------------
-
-    def _self_expression_scale(self, bank):
-        """Factor applied to ``||Z_B - C[B, :] Z||^2`` before it is weighted.
-
-        With ``normalize_losses`` it is one over the bank's mean squared code
-        norm, so that the term is a relative residual and ``lambda_coef /
-        lambda_self`` a ridge penalty relative to the codes' energy, whatever
-        their scale; otherwise 1.
-        """
-        if not self.normalize_losses:
-            return 1.0
-        return 1.0 / bank.mean_square_norm()
-
     def _ridge_penalty(self, codes):
         """Ridge weight of a self-expression against ``codes`` (the training objective's)."""
         penalty = self.lambda_coef / self.lambda_self
@@ -280,46 +271,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             penalty *= float(mean_square_norm(codes.double()))
         return penalty
 
-    def _momentum_encoder(self, network):
-        """The :class:`~skdsc.nn.MomentumEncoder` that writes the bank, or None.
-
-        None (``bank_momentum=0``) writes the online encoder's codes, the
-        paper's rule.
-        """
-        if self.bank_momentum == 0:
-            return None
-        return MomentumEncoder(network, self.bank_momentum)
-
     # -- fitting --------------------------------------------------------------
-
-    def _initialise(self, input_shape, inputs, session):
-        """Build and pretrain the network, starting afresh if its codes collapse.
-
-        Up to ``_MAX_INITIALISATIONS`` networks are tried, each drawn from the
-        seeded generators, so the outcome stays reproducible. Returns the
-        network and its codes of ``inputs``.
-        """
-        # A resumed fit goes on with the attempt it was interrupted in.
-        for attempt in range(session.attempt, _MAX_INITIALISATIONS + 1):
-            session.attempt = attempt
-            network = self._build_network(input_shape).to(inputs.device)
-            self._pretrain(network, inputs, session)
-            codes = self._encode_tensor(network, inputs)
-            problem = self._representation_problem(network, codes)
-            if problem is None:
-                break
-            session.history.append({"phase": "restart", "attempt": attempt, "reason": problem})
-            if self.verbose:
-                print(f"[{type(self).__name__}] initialisation {attempt}: {problem}; "
-                      "starting again from a new initialisation.")
-        else:
-            warnings.warn(
-                f"{type(self).__name__}: after {_MAX_INITIALISATIONS} initialisations "
-                f"{problem}, so the clusters are not meaningful. Use a wider network "
-                "(hidden_channels / hidden_units), a lower learning_rate or another "
-                "random_state.", ConvergenceWarning, stacklevel=4,
-            )
-        return network, codes
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -338,42 +290,33 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         self : object
             The fitted estimator.
         """
-        previous = self._fitted_attributes()
-        try:
+        # An interrupted or failed fit (Ctrl-C included) leaves the estimator
+        # as it was before: fitted by the previous fit, or not.
+        with unchanged_on_failure(self):
             return self._fit(X)
-        except BaseException:
-            # An interrupted or failed fit (Ctrl-C included) leaves the
-            # estimator as it was before: fitted by the previous fit, or not.
-            for name in self._fitted_attributes():
-                delattr(self, name)
-            vars(self).update(previous)
-            raise
-
-    def _fitted_attributes(self):
-        """Attributes set by ``fit`` (trailing underscore), by name."""
-        return {name: value for name, value in vars(self).items()
-                if name.endswith("_") and not name.startswith("__")}
 
     def _fit(self, X):
         X = self._validate_X(X, reset=True)
-        n_samples = X.shape[0]
-        if n_samples < self.n_clusters:
+        parallel = DataParallelGroup.current()
+        parallel.check_same_data(X)
+        device = parallel.device(resolve_device(self.device))
+        input_shape, mode = self._check_params_vs_input(X, device)
+        if self.batch_size is not None and self.batch_size < parallel.world_size:
             raise ValueError(
-                f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}."
+                f"batch_size={self.batch_size} is smaller than the {parallel.world_size} "
+                "processes that share every batch; use a larger batch_size."
             )
-        # Checked before training, not after it.
-        check_n_components(self.n_components, self.n_clusters, self.assign_labels, n_samples)
-        input_shape = self._input_shape(X.shape[1])
-        device = resolve_device(self.device)
         rng = check_random_state(self.random_state)
-        # The first member's seed is the single fit's, so n_init=1 is unchanged.
-        seeds = [rng.randint(np.iinfo(np.int32).max) for _ in range(self.n_init)]
+        # The first member's seed is the single fit's, so n_init=1 is unchanged;
+        # every process takes the first one's seeds.
+        seeds = parallel.broadcast_object(
+            [rng.randint(np.iinfo(np.int32).max) for _ in range(self.n_init)])
         peak = float(np.max(np.abs(X)))
         # One global scale factor: data given in [0, 255] trains like data in
         # [0, 1], and the loss weights keep one meaning across data sets.
         self.input_scale_ = peak if peak > 0 else 1.0
-        checkpoints = [self._open_checkpoint(X, member) for member in range(self.n_init)]
-        members = [self._fit_member(X, input_shape, device, seed, checkpoint)
+        checkpoints = [open_checkpoint(self, X, member) for member in range(self.n_init)]
+        members = [self._fit_member(X, input_shape, mode, device, seed, checkpoint, parallel)
                    for seed, checkpoint in zip(seeds, checkpoints)]
         chosen, agreement = choose_member([member["labels_"] for member in members])
         vars(self).update(members[chosen])
@@ -385,162 +328,79 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             self.best_member_ = chosen
         # Removed only now: an interrupted n_init fit resumes the finished
         # members from their last checkpoint instead of training them again.
+        parallel.barrier()
         for checkpoint in checkpoints:
-            if checkpoint is not None:
+            if checkpoint is not None and parallel.is_main:
                 checkpoint.remove()
         return self
 
-    def _fit_member(self, X, input_shape, device, seed, checkpoint):
+    def _fit_member(self, X, input_shape, mode, device, seed, checkpoint, parallel):
         """Train one network and read its clusters; return its fitted attributes."""
         n_samples = X.shape[0]
         saved = checkpoint.load() if checkpoint is not None else None
         if saved is not None:
-            # A random_state that is not an int drew a new seed: keep the
-            # interrupted fit's one.
-            seed, mode = saved["seed"], saved["mode"]
-        else:
-            mode = self._resolve_mode(n_samples, device)
+            # A random_state that is not an int drew a new seed, and free
+            # memory may have changed: keep the interrupted fit's seed and mode.
+            seed, mode = saved["seed"], mode_named(saved["mode"], self.n_nonzero)
 
-        with seeded_torch(seed, device), explained_out_of_memory(self, n_samples, mode, device):
+        with seeded_torch(seed, device), explained_out_of_memory(self, n_samples, mode.name,
+                                                                 device):
             inputs = self._as_inputs(X, input_shape, device)
             generator = torch.Generator().manual_seed(seed)
             session = TrainingSession(checkpoint, saved, generator, device, n_samples,
                                       self.batch_size, self.verbose,
-                                      meta={"seed": seed, "mode": mode})
+                                      meta={"seed": seed, "mode": mode.name}, parallel=parallel)
             if session.resumed_stage == "self-expression":
                 network = self._build_network(input_shape).to(device)
-                bank, self_expression = self._restored_self_expression(session, device)
+                bank, layer = restored_self_expression(session, mode, bank_update=self.bank_update)
             else:
-                network, codes = self._initialise(input_shape, inputs, session)
-                bank = MemoryBank(codes, update=self.bank_update)
+                network, codes = pretrained_network(
+                    session, inputs, build=lambda: self._build_network(input_shape),
+                    objective=self._pretraining_objective, learning_rate=self.learning_rate,
+                    n_epochs=self._epochs(self.n_pretrain_epochs, n_samples),
+                    problem=self._representation_problem, name=type(self).__name__,
+                )
+                bank, layer = started_self_expression(
+                    codes, mode, bank_update=self.bank_update, coef_init=self.coef_init,
+                    penalty=self._ridge_penalty(codes), parallel=parallel)
                 del codes  # the bank holds its own copy
-                self_expression = self._self_expression_layer(mode, bank)
-                if self.coef_init == "ridge":
-                    # Every row is visited once per epoch, and large data sets
-                    # get few epochs: start each at its exact minimiser for the
-                    # pretrained codes rather than DSC-Net's small constant.
-                    self_expression.ridge_start(bank.codes, self._ridge_penalty(bank.codes))
-            coef_optimizer = torch.optim.SparseAdam(self_expression.parameters(),
-                                                    lr=self.learning_rate)
             _, n_batches = batch_plan(n_samples, self.batch_size)
-            step, step_state = self._make_step(network, self_expression, coef_optimizer, bank,
-                                               inputs, n_batches, generator)
-            objects = {"network": network, "bank": bank, "self_expression": self_expression,
-                       "coef_optimizer": coef_optimizer, **step_state}
-            self._train_self_expression(step, objects, session)
-            codes = self._encode_tensor(network, inputs)
-            coef = self_expression.coefficients()
-            # The optimiser state (two moments per coefficient) is no longer
-            # needed: free it before the post-processing allocates its arrays.
-            del step, step_state, objects, self_expression, coef_optimizer, bank
+            # Jiang et al.: the encoder moves 1/k as fast, so the k batches of an
+            # epoch write the bank with nearly the same encoder.
+            encoder_lr = self.learning_rate / (n_batches if self.scale_encoder_lr else 1)
+            objective = self._self_expression_objective(network, bank, inputs, generator,
+                                                        encoder_lr)
+            momentum_encoder = (None if self.bank_momentum == 0
+                                else MomentumEncoder(network, self.bank_momentum))
+            n_epochs = self._epochs(self.n_epochs, n_samples)
+            train_self_expression(
+                session, network, layer, bank, inputs, objective, mode=mode,
+                learning_rate=self.learning_rate, lambda_coef=self.lambda_coef,
+                lambda_self=self.lambda_self, normalize_losses=self.normalize_losses,
+                momentum_encoder=momentum_encoder, n_epochs=n_epochs,
+                refresh_epochs=self.refresh_epochs,
+            )
+            codes = encode_all(network, inputs, parallel)
+            coef = mode.coefficient_matrix(layer)
+            del objective, momentum_encoder, layer, bank
 
         network.eval()
-        fitted = {"network_": network, "device_": device, "self_expression_": mode,
-                  "history_": session.history, "n_iter_": self._epochs(self.n_epochs, n_samples),
-                  "embedding_": codes.cpu().numpy()}
-        del codes
-        fitted["coef_"] = _coefficient_matrix(coef, n_samples)
-        del coef
-        fitted["affinity_matrix_"], fitted["labels_"] = coefficients_to_labels(
-            fitted["coef_"], self.n_clusters, affinity=self._affinity(mode),
-            threshold=self._threshold(mode),
-            subspace_dim=self.subspace_dim, power=self.affinity_power,
-            assign_labels=self.assign_labels, n_components=self.n_components,
-            random_state=seed,
-        )
-        return fitted
-
-    def _open_checkpoint(self, X, member=0):
-        """A member's :class:`FitCheckpoint`, or None without ``checkpoint_path``.
-
-        The first member writes ``checkpoint_path`` itself; member ``i > 0`` of
-        an ``n_init`` fit writes ``checkpoint_path`` with ``.i`` appended.
-        """
-        if self.checkpoint_path is None:
-            return None
-        path = os.fspath(self.checkpoint_path)
-        fingerprint = fit_fingerprint(self, X)
-        if member:
-            path, fingerprint = f"{path}.{member}", f"{fingerprint}.{member}"
-        return FitCheckpoint(path, fingerprint, self.checkpoint_interval)
-
-    def _restored_self_expression(self, session, device):
-        """Memory bank and self-expressive layer shaped as in the checkpoint.
-
-        Their values are loaded when the session resumes the phase.
-        """
-        codes = session.saved_state("bank")["codes"].to(device)
-        bank = MemoryBank(codes, update=self.bank_update)
-        layer = session.saved_state("self_expression")
-        if "neighbors" in layer:
-            return bank, SparseSelfExpression(layer["neighbors"].to(device))
-        return bank, DenseSelfExpression(bank.n_slots).to(device)
-
-    def _resolve_mode(self, n_samples, device):
-        """``"dense"`` or ``"sparse"``, checked before any training."""
-        mode = resolve_self_expression(self.self_expression, n_samples, device)
-        if mode == "sparse" and self.bank_update != "index":
-            raise ValueError(
-                "self_expression='sparse' needs bank_update='index' (candidates are "
-                f"looked up by sample), got bank_update={self.bank_update!r}."
+        fitted = {"network_": network, "device_": device, "self_expression_": mode.name,
+                  "history_": session.history, "n_iter_": n_epochs,
+                  "embedding_": codes.cpu().numpy(), "coef_": coef,
+                  "affinity_": mode.affinity if self.affinity == "auto" else self.affinity,
+                  "threshold_": mode.threshold if self.threshold == "auto" else self.threshold}
+        del codes, coef
+        clusters = None
+        if parallel.is_main:  # the post-processing runs once, its result goes to all
+            clusters = coefficients_to_labels(
+                fitted["coef_"], self.n_clusters, affinity=fitted["affinity_"],
+                threshold=fitted["threshold_"], subspace_dim=self.subspace_dim,
+                power=self.affinity_power, assign_labels=self.assign_labels,
+                n_components=self.n_components, random_state=seed,
             )
-        return mode
-
-    def _affinity(self, mode):
-        """``affinity``, with ``"auto"`` resolved for the self-expression mode."""
-        if self.affinity != "auto":
-            return self.affinity
-        # The DSC rebuild links samples whose low-rank rows point alike, which
-        # pays off when every pair can be linked (dense). On a sparse pattern
-        # it can only reweight the candidate edges, and its sharpened angles
-        # drop many of them: |C| + |C|^T clusters better there
-        # (benchmarks/RESULTS.md, "Affinity of the sparse mode").
-        return "dsc" if mode == "dense" else "symmetric"
-
-    def _threshold(self, mode):
-        """``threshold``, with ``"auto"`` resolved for the self-expression mode."""
-        if self.threshold != "auto":
-            return self.threshold
-        # A dense row spreads small weights over every sample: keep the largest
-        # 10% of each column's mass, as DSC-Net does. A sparse row already holds
-        # only its n_nonzero candidates; thresholding again cuts the graph apart.
-        return 0.1 if mode == "dense" else 1.0
-
-    def _n_candidates(self, n_samples):
-        """Candidates per sample in the sparse mode: ``n_nonzero``, at most all others."""
-        return min(self.n_nonzero, n_samples - 1)
-
-    def _self_expression_layer(self, mode, bank):
-        n_samples = bank.n_slots
-        if mode == "dense":
-            return DenseSelfExpression(n_samples).to(bank.codes.device)
-        neighbors = nearest_neighbors(bank.codes, self._n_candidates(n_samples))
-        return SparseSelfExpression(neighbors)
-
-    def _train_self_expression(self, step, objects, session):
-        """Run the self-expressive epochs; refresh sparse candidates on schedule.
-
-        Every ``refresh_epochs`` epochs (sparse mode, not after the last one)
-        the candidates become the nearest codes in the current bank, so they
-        follow the encoder.
-        """
-        self_expression, bank = objects["self_expression"], objects["bank"]
-        sparse_layer = isinstance(self_expression, SparseSelfExpression)
-        refresh = self.refresh_epochs if sparse_layer else 0
-        n_epochs = self._epochs(self.n_epochs, bank.n_slots)
-
-        def refresh_candidates(epoch, history):
-            if not refresh or epoch % refresh or epoch >= n_epochs:
-                return
-            start = time.perf_counter()
-            neighbors = nearest_neighbors(bank.codes, self_expression.neighbors.shape[1])
-            changed = self_expression.refresh(neighbors, objects["coef_optimizer"])
-            history.append({"epoch": epoch, "phase": "refresh", "changed": changed,
-                            "seconds": time.perf_counter() - start})
-
-        session.run(step, stage="self-expression", n_epochs=n_epochs, objects=objects,
-                    divergence_hint=self._divergence_hint(), on_epoch_end=refresh_candidates,
-                    save_at_start=True)
+        fitted["affinity_matrix_"], fitted["labels_"] = parallel.broadcast_object(clusters)
+        return fitted
 
     def _validate_X(self, X, *, reset):
         """``validate_data`` for fit (``reset=True``) and for new data."""
@@ -571,23 +431,6 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         inputs = torch.as_tensor(np.asarray(X / self.input_scale_, dtype=np.float32))
         return inputs.reshape(len(X), *input_shape).to(device)
 
-    @torch.no_grad()
-    def _encode_tensor(self, network, inputs):
-        """Latent codes of ``inputs`` in eval mode, chunk by chunk."""
-        was_training = network.training
-        network.eval()
-        chunks = inputs.split(_INFERENCE_CHUNK)
-        first = network.encode(chunks[0])
-        # Filled in place: concatenating a list would hold the codes twice.
-        codes = first.new_empty((len(inputs), *first.shape[1:]))
-        codes[:len(first)] = first
-        start = len(first)
-        for chunk in chunks[1:]:
-            codes[start:start + len(chunk)] = network.encode(chunk)
-            start += len(chunk)
-        network.train(was_training)
-        return codes
-
     # -- prediction -----------------------------------------------------------
 
     def encode(self, X):
@@ -605,7 +448,7 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
         inputs = self._as_inputs(X, self._input_shape(X.shape[1]), self.device_)
-        return self._encode_tensor(self.network_, inputs).cpu().numpy()
+        return encode_all(self.network_, inputs).cpu().numpy()
 
     def predict(self, X):
         """Assign each row to the cluster whose training codes rebuild it best.
@@ -634,79 +477,11 @@ class BaseDeepSubspaceClustering(ClusterMixin, BaseEstimator, metaclass=ABCMeta)
             Cluster index of each row.
         """
         codes = torch.as_tensor(self.encode(X), device=self.device_)
-        if self.self_expression_ == "sparse":
-            labels = self._predict_from_candidates(codes)
-        else:
-            labels = self._predict_from_all(codes)
+        mode = mode_named(self.self_expression_, self.n_nonzero)
+        embedding = torch.as_tensor(self.embedding_, device=self.device_)
+        labels = mode.predict(codes, self.embedding_, self.labels_, self.n_clusters,
+                              self._ridge_penalty(embedding))
         return labels.cpu().numpy().astype(np.int64)
-
-    def _predict_from_all(self, codes):
-        bank = torch.as_tensor(self.embedding_, dtype=torch.float64, device=self.device_)
-        projection = _ridge_projection(bank, self._ridge_penalty(bank))
-        members = [
-            torch.as_tensor(np.flatnonzero(self.labels_ == k), device=self.device_)
-            for k in range(self.n_clusters)
-        ]
-        # Filled in place (see skdsc.nn.neighbors): no per-chunk results left
-        # between the large temporaries.
-        labels = torch.empty(len(codes), dtype=torch.int64, device=codes.device)
-        for start in range(0, len(codes), _INFERENCE_CHUNK):
-            chunk = codes[start:start + _INFERENCE_CHUNK].double()
-            coefficients = chunk @ projection
-            residuals = torch.stack([
-                (chunk - coefficients[:, idx] @ bank[idx]).pow(2).sum(1)
-                if len(idx) else torch.full((len(chunk),), torch.inf, dtype=chunk.dtype,
-                                            device=chunk.device)
-                for idx in members
-            ], dim=1)
-            labels[start:start + len(chunk)] = residuals.argmin(1)
-        return labels
-
-    def _predict_from_candidates(self, codes):
-        bank = torch.as_tensor(self.embedding_, device=self.device_)
-        train_labels = torch.as_tensor(self.labels_, device=self.device_)
-        # The search and the ridge solves block their own work, so every row
-        # is handled in one call each (bank norms and penalty computed once).
-        neighbors = nearest_neighbors(bank, min(self.n_nonzero, len(bank)), queries=codes)
-        # Rows per block so that the gathered candidates and the per-cluster
-        # rebuilds, (block, n_nonzero or n_clusters, n_latent), stay small.
-        block = max(1, (1 << 23) // (max(neighbors.shape[1], self.n_clusters) * bank.shape[1]))
-        coefficients = local_ridge_regression(codes, bank, neighbors, self._ridge_penalty(bank),
-                                              block=block)
-        labels = torch.empty(len(codes), dtype=torch.int64, device=codes.device)
-        for start in range(0, len(codes), block):
-            rows = slice(start, start + block)
-            basis = bank[neighbors[rows]].double()
-            members = F.one_hot(train_labels[neighbors[rows]], self.n_clusters).double()
-            # Rebuild of each row from the candidates of each cluster alone; a
-            # cluster without candidates rebuilds nothing (residual ||z||^2).
-            weights = (coefficients[rows].double()[:, :, None] * members).transpose(1, 2)
-            residuals = (codes[rows, None, :].double() - weights @ basis).pow(2).sum(2)
-            labels[rows] = residuals.argmin(1)
-        return labels
-
-    # -- persistence ----------------------------------------------------------
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        network = state.get("network_")
-        if network is not None and next(network.parameters()).device.type != "cpu":
-            # Pickles always hold CPU tensors, so they load on machines without CUDA.
-            state["network_"] = copy.deepcopy(network).cpu()
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        device = getattr(self, "device_", None)
-        if device is None or not hasattr(self, "network_"):
-            return
-        if device.type == "cuda" and not torch.cuda.is_available():
-            warnings.warn(
-                f"This model was fitted on {device} but CUDA is not available; it is "
-                "loaded on the CPU.", UserWarning, stacklevel=2,
-            )
-            self.device_ = torch.device("cpu")
-        self.network_.to(self.device_)
 
 
 def choose_member(labelings):
@@ -736,31 +511,3 @@ def choose_member(labelings):
     agreement = (pairwise.sum(1) - 1.0) / (n_members - 1)
     return int(np.argmax(agreement)), agreement
 
-
-def _coefficient_matrix(coef, n_samples):
-    """The fitted coefficients as an array: dense, or CSR from ``(neighbors, values)``."""
-    if torch.is_tensor(coef):
-        return coef.cpu().numpy()
-    neighbors, values = (part.cpu().numpy() for part in coef)
-    n_nonzero = neighbors.shape[1]
-    matrix = sparse.csr_matrix(
-        (values.ravel(), neighbors.ravel(), np.arange(0, n_samples * n_nonzero + 1, n_nonzero)),
-        shape=(n_samples, n_samples),
-    )
-    matrix.sort_indices()
-    return matrix
-
-
-def _ridge_projection(bank, penalty):
-    """Matrix ``P`` with ``codes @ P`` the ridge coefficients against ``bank``.
-
-    Solves ``min_c ||z - c @ bank||^2 + penalty * ||c||^2`` for every row; uses
-    the smaller of the two equivalent normal equations.
-    """
-    n_samples, n_latent = bank.shape
-    penalty = floored_penalty(bank, penalty)
-    if n_latent <= n_samples:
-        gram = bank.T @ bank + penalty * torch.eye(n_latent, dtype=bank.dtype, device=bank.device)
-        return torch.linalg.solve(gram, bank.T)
-    gram = bank @ bank.T + penalty * torch.eye(n_samples, dtype=bank.dtype, device=bank.device)
-    return bank.T @ torch.linalg.inv(gram)

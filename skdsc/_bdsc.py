@@ -7,9 +7,10 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import BaseDeepSubspaceClustering, rows_nearly_identical
+from ._training import Objective
 from .nn.augment import Augmentation, check_crop_scale, device_generator
 from .nn.autoencoder import ConvAutoencoder, MLPAutoencoder
-from .nn.losses import coefficient_loss, reconstruction_loss, self_expression_loss
+from .nn.losses import reconstruction_loss
 
 # Codes decoded to check that the pretrained decoder still depends on its input.
 _COLLAPSE_CHECK_ROWS = 1024
@@ -251,6 +252,12 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         sparse mode.
     self_expression_ : {"dense", "sparse"}
         The self-expression mode used (``self_expression="auto"`` resolved).
+    affinity_ : {"dsc", "symmetric"}
+        The affinity that ``affinity_matrix_`` was built with
+        (``affinity="auto"`` resolved for ``self_expression_``).
+    threshold_ : float
+        The threshold applied to ``coef_`` before the affinity
+        (``threshold="auto"`` resolved for ``self_expression_``).
     embedding_ : ndarray of shape (n_samples, n_latent)
         Latent codes of the training samples from the final encoder.
     history_ : list of dict
@@ -381,13 +388,17 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         return Augmentation(crop_scale=crop_scale, rotation=float(rotation), flip=bool(settings["flip"]),
                             jitter=float(jitter))
 
-    def _build_network(self, input_shape):
-        self._augmentation(input_shape)  # a bad setting fails before any training
+    def _check_params_vs_input(self, X, device):
+        input_shape, mode = super()._check_params_vs_input(X, device)
+        self._augmentation(input_shape)
+        self._architecture(input_shape)
+        return input_shape, mode
+
+    def _architecture(self, input_shape):
+        """``("mlp", hidden_units)`` or ``("conv", hidden_channels, kernel_sizes)``, checked."""
         fully_connected = self.hidden_channels != "auto" and len(tuple(self.hidden_channels)) == 0
         if len(input_shape) == 1 or fully_connected:
-            units = _positive_int_sequence(self.hidden_units, "hidden_units")
-            image_shape = input_shape if len(input_shape) > 1 else None
-            return MLPAutoencoder(int(torch.Size(input_shape).numel()), units, image_shape)
+            return "mlp", _positive_int_sequence(self.hidden_units, "hidden_units")
         channels = (auto_architecture(input_shape[1:])[0] if self.hidden_channels == "auto"
                     else _positive_int_sequence(self.hidden_channels, "hidden_channels"))
         kernels = ((3,) * len(channels) if self.kernel_sizes == "auto"
@@ -398,7 +409,14 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
                 f"{len(kernels)} kernel sizes for {len(channels)} layers "
                 f"(hidden_channels={self.hidden_channels!r} gives {channels})."
             )
-        return ConvAutoencoder(input_shape, channels, kernels)
+        return "conv", channels, kernels
+
+    def _build_network(self, input_shape):
+        kind, *layers = self._architecture(input_shape)
+        if kind == "mlp":
+            image_shape = input_shape if len(input_shape) > 1 else None
+            return MLPAutoencoder(int(torch.Size(input_shape).numel()), layers[0], image_shape)
+        return ConvAutoencoder(input_shape, *layers)
 
     def _representation_problem(self, network, codes):
         problem = super()._representation_problem(network, codes)
@@ -411,66 +429,32 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
                 return "the decoder returns the same output for every sample (dead ReLU units)"
         return None
 
-    def _pretrain(self, network, inputs, session):
-        optimizer = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
-        objects = {"network": network, "optimizer": optimizer}
-        augment = self._augmentation(tuple(inputs.shape[1:]))
+    def _pretraining_objective(self, network, generator, device):
+        augment = self._augmentation(self._input_shape(self.n_features_in_))
+        generators = {}
         if augment is not None:
-            views = objects["views"] = device_generator(session.generator, session.device)
+            views = generators["views"] = device_generator(generator, device)
 
-        def step(indices):
-            x = inputs[indices]
+        def loss(x):
             if augment is not None:
                 x = augment(x, views)
-            loss = reconstruction_loss(x, network(x))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            return {"loss": loss.detach()}
+            return reconstruction_loss(x, network(x))
 
-        session.run(
-            step, stage="pretrain", n_epochs=self._epochs(self.n_pretrain_epochs, len(inputs)),
-            objects=objects,
+        return Objective(
+            "reconstruction", loss, [{"params": list(network.parameters())}], generators,
             divergence_hint=f"Lower learning_rate (now {self.learning_rate}) or scale X "
                             "to a smaller range.",
         )
 
-    def _make_step(self, network, self_expression, coef_optimizer, bank, inputs, n_batches,
-                   generator):
-        encoder_lr = self.learning_rate / n_batches if self.scale_encoder_lr else self.learning_rate
-        optimizer = torch.optim.Adam([
-            {"params": network.encoder.parameters(), "lr": encoder_lr},
-            {"params": network.decoder.parameters(), "lr": self.learning_rate},
-        ])
-
-        momentum = self._momentum_encoder(network)
+    def _self_expression_objective(self, network, bank, inputs, generator, encoder_lr):
         # Reconstruction relative to the data's energy (normalize_losses): the
         # term means the same for 8 x 8 and 128 x 128 images.
         energy = float(inputs.pow(2).flatten(1).sum(1).mean().clamp_min(1e-12))
-        reconstruction_scale = 1.0 / energy if self.normalize_losses else 1.0
+        scale = 1.0 / energy if self.normalize_losses else 1.0
 
-        def step(indices):
-            x = inputs[indices]
-            codes = network.encode(x)
-            slots = bank.write(indices, codes if momentum is None else momentum.encode(x, network))
-            expressed, rows = self_expression(indices, codes, bank, slots)
-            reconstruction = reconstruction_scale * reconstruction_loss(x, network.decode(expressed))
-            self_expr = self._self_expression_scale(bank) * self_expression_loss(codes, expressed)
-            coefficient = coefficient_loss(rows)
-            loss = reconstruction + self.lambda_coef * coefficient + self.lambda_self * self_expr
-            optimizer.zero_grad()
-            coef_optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            coef_optimizer.step()
-            if momentum is not None:
-                momentum.update(network)
-            return {
-                "loss": loss.detach(), "reconstruction": reconstruction.detach(),
-                "self_expression": self_expr.detach(), "coefficient": coefficient.detach(),
-            }
+        def loss(x, codes, expressed, indices):
+            return scale * reconstruction_loss(x, network.decode(expressed))
 
-        state = {"optimizer": optimizer}
-        if momentum is not None:
-            state["momentum_encoder"] = momentum
-        return step, state
+        groups = [{"params": network.encoder.parameters(), "lr": encoder_lr},
+                  {"params": network.decoder.parameters(), "lr": self.learning_rate}]
+        return Objective("reconstruction", loss, groups, {}, self._divergence_hint())

@@ -1,4 +1,4 @@
-"""Checkpoints that let an interrupted ``fit`` resume where it stopped.
+"""Checkpoints that let an interrupted ``fit`` resume where it stopped, and pickles.
 
 A checkpoint is one file written with :func:`torch.save` and read with
 ``torch.load(weights_only=True)``: it holds tensors, numbers, strings and
@@ -7,14 +7,18 @@ temporary file in the same folder and moved into place with :func:`os.replace`,
 so a process killed while saving leaves the previous checkpoint intact.
 """
 
+import copy
 import hashlib
 import os
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .distributed import DataParallelGroup
 from .nn.trainer import run_epochs
 
 FORMAT = "skdsc-fit-checkpoint"
@@ -48,6 +52,73 @@ def fit_fingerprint(estimator, X):
     digest.update(f"{X.shape}{X.dtype.str}".encode())
     digest.update(memoryview(X).cast("B"))
     return digest.hexdigest()
+
+
+class PortablePickleMixin:
+    """Pickles of a fitted estimator that load on machines without its device.
+
+    The fitted ``network_`` is pickled with CPU tensors and moved back to
+    ``device_`` when loaded, or left on the CPU, with a warning, where that
+    device is not available.
+    """
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        network = state.get("network_")
+        if network is not None and next(network.parameters()).device.type != "cpu":
+            state["network_"] = copy.deepcopy(network).cpu()
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        device = getattr(self, "device_", None)
+        if device is None or not hasattr(self, "network_"):
+            return
+        if device.type == "cuda" and not torch.cuda.is_available():
+            warnings.warn(
+                f"This model was fitted on {device} but CUDA is not available; it is "
+                "loaded on the CPU.", UserWarning, stacklevel=2,
+            )
+            self.device_ = torch.device("cpu")
+        self.network_.to(self.device_)
+
+
+def open_checkpoint(estimator, X, member=0):
+    """A fit member's :class:`FitCheckpoint`, or None without ``checkpoint_path``.
+
+    The first member writes ``checkpoint_path`` itself; member ``i > 0`` of
+    an ``n_init`` fit writes ``checkpoint_path`` with ``.i`` appended.
+    """
+    if estimator.checkpoint_path is None:
+        return None
+    path = os.fspath(estimator.checkpoint_path)
+    fingerprint = fit_fingerprint(estimator, X)
+    if member:
+        path, fingerprint = f"{path}.{member}", f"{fingerprint}.{member}"
+    return FitCheckpoint(path, fingerprint, estimator.checkpoint_interval)
+
+
+def _fitted_attributes(estimator):
+    """Attributes set by ``fit`` (trailing underscore), by name."""
+    return {name: value for name, value in vars(estimator).items()
+            if name.endswith("_") and not name.startswith("__")}
+
+
+@contextmanager
+def unchanged_on_failure(estimator):
+    """Put back the fitted attributes of ``estimator`` if the block raises.
+
+    Whatever stops it (an error, Ctrl-C), the estimator is left fitted by its
+    previous fit, or not fitted, never half-way.
+    """
+    previous = _fitted_attributes(estimator)
+    try:
+        yield
+    except BaseException:
+        for name in _fitted_attributes(estimator):
+            delattr(estimator, name)
+        vars(estimator).update(previous)
+        raise
 
 
 def state_of(obj):
@@ -193,6 +264,9 @@ class TrainingSession:
     verbose : int
     meta : dict
         Numbers and strings saved with every checkpoint (seed, mode).
+    parallel : DataParallelGroup, optional
+        The processes of a data-parallel fit: the first one writes the
+        checkpoints, with the random generators of every process.
 
     Attributes
     ----------
@@ -203,7 +277,14 @@ class TrainingSession:
     """
 
     def __init__(self, checkpoint, saved, generator, device, n_samples, batch_size, verbose,
-                 meta):
+                 meta, parallel=None):
+        self.parallel = DataParallelGroup() if parallel is None else parallel
+        if saved is not None and saved.get("world_size", 1) != self.parallel.world_size:
+            raise CheckpointError(
+                f"The checkpoint {str(checkpoint.path)!r} was written by a fit over "
+                f"{saved.get('world_size', 1)} process(es); resume it with as many, not "
+                f"{self.parallel.world_size}, or delete it to start afresh."
+            )
         self.checkpoint = checkpoint
         self._saved = saved
         self.generator = generator
@@ -253,7 +334,10 @@ class TrainingSession:
         def end_of_epoch(epoch, history):
             if on_epoch_end is not None:
                 on_epoch_end(epoch, history)
-            if self.checkpoint is not None and (epoch == n_epochs or self.checkpoint.due()):
+            if self.checkpoint is None:
+                return
+            # The first process's clock decides, so that all save together.
+            if self.parallel.broadcast_object(epoch == n_epochs or self.checkpoint.due()):
                 self._save(stage, epoch, objects, earlier + history)
 
         history = run_epochs(
@@ -265,13 +349,23 @@ class TrainingSession:
         self.history += earlier + history
 
     def _save(self, stage, epoch, objects, phase_history):
+        states = {name: state_of(obj) for name, obj in objects.items()}
+        rng = {"generator": self.generator.get_state(), **global_rng_state(self.device)}
+        if self.parallel.active:
+            # The processes draw different views of their shares: keep the
+            # generators of each.
+            own = {"rng": rng, "generators": {name: state for name, state in states.items()
+                                              if isinstance(objects[name], torch.Generator)}}
+            per_process = self.parallel.gather_object(own)
+            if not self.parallel.is_main:
+                return
+            rng = {"per_process": per_process}
         self.checkpoint.save({
             **self.meta,
             "stage": stage, "attempt": self.attempt, "epoch": epoch,
+            "world_size": self.parallel.world_size,
             "history": self.history, "phase_history": phase_history,
-            "states": {name: state_of(obj) for name, obj in objects.items()},
-            "rng": {"generator": self.generator.get_state(),
-                    **global_rng_state(self.device)},
+            "states": states, "rng": rng,
         })
 
     def _restore(self, objects):
@@ -282,8 +376,13 @@ class TrainingSession:
                 f"The checkpoint {str(self.checkpoint.path)!r} does not match this fit "
                 f"(states {sorted(missing)} differ). Delete it to start afresh."
             )
+        rng, states = saved["rng"], dict(saved["states"])
+        if "per_process" in rng:
+            own = rng["per_process"][self.parallel.rank]
+            rng = own["rng"]
+            states.update(own["generators"])
         for name, obj in objects.items():
-            load_state(obj, saved["states"][name])
-        self.generator.set_state(saved["rng"]["generator"])
-        set_global_rng_state(saved["rng"], self.device)
+            load_state(obj, states[name])
+        self.generator.set_state(rng["generator"])
+        set_global_rng_state(rng, self.device)
         return saved["epoch"], list(saved["phase_history"])

@@ -3,15 +3,14 @@
 import os
 from numbers import Integral, Real
 
-import torch
 from sklearn.utils._param_validation import Interval
 from timm.data import resolve_model_data_config
 
 from ._base import BaseDeepSubspaceClustering
+from ._training import Objective
 from .nn.augment import Augmentation, check_crop_scale, device_generator
 from .nn.encoders import ProjectionEncoder, channel_statistics, create_backbone
-from .nn.losses import (coefficient_loss, info_nce_loss, paired_info_nce_loss,
-                        self_expression_loss)
+from .nn.losses import info_nce_loss, paired_info_nce_loss
 
 
 def _trainable(network):
@@ -223,6 +222,12 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
         ``n_nonzero`` entries per row, in the sparse mode.
     self_expression_ : {"dense", "sparse"}
         The self-expression mode used (``self_expression="auto"`` resolved).
+    affinity_ : {"dsc", "symmetric"}
+        The affinity that ``affinity_matrix_`` was built with
+        (``affinity="auto"`` resolved for ``self_expression_``).
+    threshold_ : float
+        The threshold applied to ``coef_`` before the affinity
+        (``threshold="auto"`` resolved for ``self_expression_``).
     embedding_ : ndarray of shape (n_samples, projection_dim)
         Codes of the training samples from the final encoder.
     history_ : list of dict
@@ -351,8 +356,13 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
                             rotation=float(self.rotation), flip=bool(self.flip),
                             jitter=float(self.color_jitter))
 
+    def _check_params_vs_input(self, X, device):
+        input_shape, mode = super()._check_params_vs_input(X, device)
+        self._augmentation()
+        self._resize_to(input_shape[1:])
+        return input_shape, mode
+
     def _build_network(self, input_shape):
-        self._augmentation()  # a bad crop_scale fails before any weights are loaded
         channels, image_size = input_shape[0], input_shape[1:]
         resize = self._resize_to(image_size)
         backbone = create_backbone(self.encoder, in_chans=channels,
@@ -368,60 +378,30 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
 
     # -- training -------------------------------------------------------------
 
-    def _pretrain(self, network, inputs, session):
+    def _pretraining_objective(self, network, generator, device):
         augment = self._augmentation()
-        views = device_generator(session.generator, session.device)
-        optimizer = torch.optim.Adam(_trainable(network), lr=self.learning_rate)
+        views = device_generator(generator, device)
 
-        def step(indices):
-            x = inputs[indices]
-            loss = paired_info_nce_loss(network.encode(augment(x, views)),
+        def loss(x):
+            return paired_info_nce_loss(network.encode(augment(x, views)),
                                         network.encode(augment(x, views)), self.temperature)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            return {"loss": loss.detach()}
 
-        session.run(
-            step, stage="pretrain", n_epochs=self._epochs(self.n_pretrain_epochs, len(inputs)),
-            objects={"network": network, "optimizer": optimizer, "views": views},
+        return Objective(
+            "contrastive", loss, [{"params": _trainable(network)}], {"views": views},
             divergence_hint=f"Lower learning_rate (now {self.learning_rate}) or raise "
                             f"temperature (now {self.temperature}).",
         )
 
-    def _make_step(self, network, self_expression, coef_optimizer, bank, inputs, n_batches,
-                   generator):
+    def _self_expression_objective(self, network, bank, inputs, generator, encoder_lr):
         augment = self._augmentation()
         views = device_generator(generator, inputs.device)
-        encoder_lr = self.learning_rate / n_batches if self.scale_encoder_lr else self.learning_rate
-        optimizer = torch.optim.Adam(_trainable(network), lr=encoder_lr)
 
-        momentum = self._momentum_encoder(network)
-
-        def step(indices):
-            x = inputs[indices]
-            codes = network.encode(x)
+        def loss(x, codes, expressed, indices):
+            # The self-expressed code is the anchor, another view of the same
+            # sample its positive, and every other code in the bank a negative.
             positives = network.encode(augment(x, views))
-            slots = bank.write(indices, codes if momentum is None else momentum.encode(x, network))
-            expressed, rows = self_expression(indices, codes, bank, slots)
-            contrast = info_nce_loss(expressed, positives, bank.codes, self.temperature,
-                                     exclude=_own_slots(bank, indices))
-            self_expr = self._self_expression_scale(bank) * self_expression_loss(codes, expressed)
-            coefficient = coefficient_loss(rows)
-            loss = contrast + self.lambda_coef * coefficient + self.lambda_self * self_expr
-            optimizer.zero_grad()
-            coef_optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            coef_optimizer.step()
-            if momentum is not None:
-                momentum.update(network)
-            return {
-                "loss": loss.detach(), "contrastive": contrast.detach(),
-                "self_expression": self_expr.detach(), "coefficient": coefficient.detach(),
-            }
+            return info_nce_loss(expressed, positives, bank.codes, self.temperature,
+                                 exclude=_own_slots(bank, indices))
 
-        state = {"optimizer": optimizer, "views": views}
-        if momentum is not None:
-            state["momentum_encoder"] = momentum
-        return step, state
+        return Objective("contrastive", loss, [{"params": _trainable(network), "lr": encoder_lr}],
+                         {"views": views}, self._divergence_hint())

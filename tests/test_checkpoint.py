@@ -15,8 +15,8 @@ import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from skdsc import MiniBatchDeepSubspaceClustering
 from skdsc import CheckpointError
+from skdsc._checkpoint import TrainingSession
 
 from conftest import SMALL_FACTORIES, small_estimator
 
@@ -31,10 +31,19 @@ def assert_same_model(a, b):
     np.testing.assert_array_equal(a.embedding_, b.embedding_)
 
 
-def interrupt_at_step(monkeypatch, estimator_class, phase, at_call):
+def replace_self_expression_step(monkeypatch, replacement):
+    """Run ``replacement`` instead of every step of the self-expressive phase."""
+    original_run = TrainingSession.run
+
+    def run(self, step, *, stage, **kwargs):
+        return original_run(self, replacement if stage == "self-expression" else step,
+                            stage=stage, **kwargs)
+    monkeypatch.setattr(TrainingSession, "run", run)
+
+
+def interrupt_at_step(monkeypatch, phase, at_call):
     """Make the ``at_call``-th step of ``phase`` raise KeyboardInterrupt (once)."""
     calls = {"n": 0, "armed": True}
-    original_make_step = estimator_class._make_step
 
     def wrap(step):
         def interrupting(indices):
@@ -45,26 +54,19 @@ def interrupt_at_step(monkeypatch, estimator_class, phase, at_call):
             return step(indices)
         return interrupting
 
-    if phase == "self-expression":
-        def make_step(self, *args):
-            step, state = original_make_step(self, *args)
-            return wrap(step), state
-        monkeypatch.setattr(estimator_class, "_make_step", make_step)
-    else:
-        import skdsc._checkpoint as checkpoint_module
-        original_run = checkpoint_module.TrainingSession.run
+    original_run = TrainingSession.run
 
-        def run(self, step, *, stage, **kwargs):
-            return original_run(self, wrap(step) if stage == phase else step, stage=stage,
-                                **kwargs)
-        monkeypatch.setattr(checkpoint_module.TrainingSession, "run", run)
+    def run(self, step, *, stage, **kwargs):
+        return original_run(self, wrap(step) if stage == phase else step, stage=stage,
+                            **kwargs)
+    monkeypatch.setattr(TrainingSession, "run", run)
     return calls
 
 
 def leave_checkpoint(model, X):
     """Fit ``model`` (which has a checkpoint_path) and interrupt it mid-training."""
     with pytest.MonkeyPatch.context() as mp:
-        interrupt_at_step(mp, type(model), "self-expression", 5)
+        interrupt_at_step(mp, "self-expression", 5)
         with pytest.raises(KeyboardInterrupt):
             model.fit(X)
     assert Path(model.checkpoint_path).exists()
@@ -84,9 +86,8 @@ def test_interrupted_fit_resumes_to_the_uninterrupted_result(
 
     path = tmp_path / "fit.ckpt"
     model = SMALL_FACTORIES[name](**params, checkpoint_path=path, checkpoint_interval=0)
-    estimator_class = type(model)
     # Batches per epoch: 60 samples in batches of 16 -> 4 (the last one merged: 3).
-    calls = interrupt_at_step(monkeypatch, estimator_class, phase, at_call=8)
+    calls = interrupt_at_step(monkeypatch, phase, at_call=8)
     with pytest.raises(KeyboardInterrupt):
         model.fit(X)
     with pytest.raises(NotFittedError):
@@ -116,7 +117,7 @@ def test_interrupted_augmented_pretraining_resumes(monkeypatch, tmp_path, subspa
     reference = small_estimator(**params).fit(X)
     path = tmp_path / "fit.ckpt"
     model = small_estimator(**params, checkpoint_path=path, checkpoint_interval=0)
-    interrupt_at_step(monkeypatch, type(model), "pretrain", at_call=10)
+    interrupt_at_step(monkeypatch, "pretrain", at_call=10)
     with pytest.raises(KeyboardInterrupt):
         model.fit(X)
     assert torch.load(path, weights_only=True)["stage"] == "pretrain"
@@ -337,7 +338,7 @@ def test_interrupt_keeps_the_previous_fit(monkeypatch, subspace_data):
     model = small_estimator().fit(X)
     before = {k: v for k, v in vars(model).items() if k.endswith("_")}
     predicted = model.predict(X)
-    interrupt_at_step(monkeypatch, MiniBatchDeepSubspaceClustering, "self-expression", 2)
+    interrupt_at_step(monkeypatch, "self-expression", 2)
     with pytest.raises(KeyboardInterrupt):
         model.fit(X[:45])
     after = {k: v for k, v in vars(model).items() if k.endswith("_")}
@@ -349,7 +350,7 @@ def test_interrupt_keeps_the_previous_fit(monkeypatch, subspace_data):
 def test_interrupt_of_a_first_fit_leaves_it_unfitted(monkeypatch, subspace_data):
     X, _ = subspace_data
     model = small_estimator()
-    interrupt_at_step(monkeypatch, MiniBatchDeepSubspaceClustering, "pretrain", 2)
+    interrupt_at_step(monkeypatch, "pretrain", 2)
     with pytest.raises(KeyboardInterrupt):
         model.fit(X)
     assert not [k for k in vars(model) if k.endswith("_") and not k.startswith("__")]
@@ -360,16 +361,10 @@ def test_interrupt_of_a_first_fit_leaves_it_unfitted(monkeypatch, subspace_data)
 @pytest.mark.parametrize("mode", ["dense", "sparse"])
 def test_out_of_memory_names_estimate_and_remedies(monkeypatch, subspace_data, mode):
     X, _ = subspace_data
-    original = MiniBatchDeepSubspaceClustering._make_step
+    def exhausted(indices):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    def make_step(self, *args):
-        step, state = original(self, *args)
-
-        def exhausted(indices):
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return exhausted, state
-
-    monkeypatch.setattr(MiniBatchDeepSubspaceClustering, "_make_step", make_step)
+    replace_self_expression_step(monkeypatch, exhausted)
     model = small_estimator(self_expression=mode, n_nonzero=5)
     with pytest.raises(MemoryError) as info:
         model.fit(X)
@@ -389,16 +384,10 @@ def test_out_of_memory_names_estimate_and_remedies(monkeypatch, subspace_data, m
 
 def test_other_runtime_errors_pass_through(monkeypatch, subspace_data):
     X, _ = subspace_data
-    original = MiniBatchDeepSubspaceClustering._make_step
+    def broken(indices):
+        raise RuntimeError("shape mismatch")
 
-    def make_step(self, *args):
-        step, state = original(self, *args)
-
-        def broken(indices):
-            raise RuntimeError("shape mismatch")
-        return broken, state
-
-    monkeypatch.setattr(MiniBatchDeepSubspaceClustering, "_make_step", make_step)
+    replace_self_expression_step(monkeypatch, broken)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         small_estimator().fit(X)
 

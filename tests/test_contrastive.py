@@ -118,8 +118,8 @@ def test_scale_encoder_lr(make_contrastive, images, monkeypatch):
     original = torch.optim.Adam.__init__
 
     def spy(self, params, lr=1e-3, **kwargs):
-        rates.append(lr)
         original(self, params, lr=lr, **kwargs)
+        rates.extend(group["lr"] for group in self.param_groups)
 
     monkeypatch.setattr(torch.optim.Adam, "__init__", spy)
     make_contrastive(image_shape=(3, 8, 8), batch_size=8, learning_rate=1e-2).fit(X)

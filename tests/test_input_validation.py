@@ -6,6 +6,10 @@ import scipy.sparse as sp
 import torch
 from sklearn.exceptions import NotFittedError
 
+import skdsc._base as base_module
+
+from conftest import small_contrastive, small_estimator
+
 # -- the data -----------------------------------------------------------------
 
 
@@ -238,10 +242,29 @@ def test_n_components_checked_before_training(any_estimator, subspace_data, monk
     """An embedding size that the post-processing cannot use fails before any training."""
     make_estimator, _ = any_estimator
     X, _ = subspace_data
-    model = make_estimator(**params)
-    monkeypatch.setattr(type(model), "_initialise", _must_not_train)
+    monkeypatch.setattr(base_module, "pretrained_network", _must_not_train)
     with pytest.raises(ValueError, match=message):
-        model.fit(X)
+        make_estimator(**params).fit(X)
+
+
+@pytest.mark.parametrize("factory, params, image_shape, message", [
+    (small_estimator, dict(pretrain_augmentation=True), None, "pretrain_augmentation needs images"),
+    (small_estimator, dict(pretrain_augmentation={"zoom": 2}), (2, 5), "unknown keys"),
+    (small_estimator, dict(hidden_channels=(4, 4), kernel_sizes=(3,)), (2, 5),
+     "kernel_sizes must have one entry per hidden_channels entry"),
+    (small_estimator, dict(hidden_units=(8, 0)), None, "hidden_units must be"),
+    (small_contrastive, dict(input_size=(32,)), (2, 5), "input_size must be"),
+    (small_contrastive, dict(crop_scale=(0.9, 0.1)), (2, 5), "crop_scale"),
+    (small_estimator, dict(self_expression="sparse", bank_update="fifo"), None,
+     "self_expression='sparse' needs bank_update='index'"),
+])
+def test_data_dependent_checks_run_before_training(subspace_data, monkeypatch, factory, params,
+                                                   image_shape, message):
+    """Every parameter that is checked against the data fails before any training."""
+    X, _ = subspace_data
+    monkeypatch.setattr(base_module, "pretrained_network", _must_not_train)
+    with pytest.raises(ValueError, match=message):
+        factory(image_shape=image_shape, **params).fit(X)
 
 
 def _must_not_train(*args, **kwargs):

@@ -15,6 +15,7 @@ import torch
 from torch.testing import assert_close
 
 import skdsc._contrastive as contrastive_module
+import skdsc._training as training_module
 from skdsc.nn.losses import info_nce_loss
 
 from conftest import small_contrastive
@@ -25,7 +26,7 @@ def step_calls(monkeypatch):
     """The arguments of every InfoNCE and self-expression loss call of the step, in order."""
     calls = {"info_nce": [], "self_expression": []}
     original_nce = contrastive_module.info_nce_loss
-    original_self = contrastive_module.self_expression_loss
+    original_self = training_module.self_expression_loss
 
     def nce_spy(anchors, positives, negatives, temperature, exclude=None):
         calls["info_nce"].append(dict(anchors=anchors, positives=positives,
@@ -38,7 +39,7 @@ def step_calls(monkeypatch):
         return original_self(codes, expressed)
 
     monkeypatch.setattr(contrastive_module, "info_nce_loss", nce_spy)
-    monkeypatch.setattr(contrastive_module, "self_expression_loss", self_spy)
+    monkeypatch.setattr(training_module, "self_expression_loss", self_spy)
     return calls
 
 

@@ -125,7 +125,7 @@ def test_interrupted_momentum_fit_resumes(monkeypatch, tmp_path, subspace_data):
     reference = small_estimator(**params).fit(X)
     model = small_estimator(**params, checkpoint_path=tmp_path / "fit.ckpt",
                             checkpoint_interval=0)
-    interrupt_at_step(monkeypatch, type(model), "self-expression", at_call=8)
+    interrupt_at_step(monkeypatch, "self-expression", at_call=8)
     with pytest.raises(KeyboardInterrupt):
         model.fit(X)
     model.fit(X)
@@ -168,7 +168,7 @@ def test_n_init_resumes_every_member(monkeypatch, tmp_path, subspace_data):
     path = tmp_path / "fit.ckpt"
     model = small_estimator(n_init=2, checkpoint_path=path, checkpoint_interval=0)
     # 5 epochs of 4 steps per member: step 30 is in the second member.
-    calls = interrupt_at_step(monkeypatch, type(model), "self-expression", at_call=30)
+    calls = interrupt_at_step(monkeypatch, "self-expression", at_call=30)
     with pytest.raises(KeyboardInterrupt):
         model.fit(X)
     assert path.exists() and Path(f"{path}.1").exists()

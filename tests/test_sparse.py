@@ -10,7 +10,9 @@ from scipy import sparse
 from sklearn.metrics import adjusted_rand_score
 
 import skdsc._base as base_module
+import skdsc._modes as modes_module
 from skdsc import MiniBatchDeepSubspaceClustering
+from skdsc._checkpoint import TrainingSession
 from skdsc._memory import (
     AUTO_DENSE_MAX_SAMPLES, dense_memory_estimate, resolve_self_expression,
 )
@@ -234,17 +236,19 @@ def test_n_nonzero_is_capped_at_all_other_samples(subspace_data):
 def test_sparse_fit_keeps_memory_linear(monkeypatch, subspace_data):
     """Every tensor of the self-expressive layer and its optimiser holds n * k numbers."""
     seen = {}
-    original = base_module.BaseDeepSubspaceClustering._train_self_expression
+    original = TrainingSession.run
 
-    def spy(self, step, objects, session):
-        original(self, step, objects, session)
+    def spy(self, step, *, stage, objects, **kwargs):
+        original(self, step, stage=stage, objects=objects, **kwargs)
+        if stage != "self-expression":
+            return
         layer, optimizer = objects["self_expression"], objects["coef_optimizer"]
         state = optimizer.state[layer.weight]
         tensors = [layer.weight, layer.neighbors,
                    *(t for t in state.values() if torch.is_tensor(t))]
         seen[len(layer.neighbors)] = max(t.numel() for t in tensors)
 
-    monkeypatch.setattr(base_module.BaseDeepSubspaceClustering, "_train_self_expression", spy)
+    monkeypatch.setattr(TrainingSession, "run", spy)
     X, _ = subspace_data
     for n in (30, 60):
         small_estimator(self_expression="sparse", n_nonzero=4).fit(X[:n])
@@ -257,7 +261,7 @@ def test_sparse_predict_does_not_use_dense_projection(monkeypatch, four_planes, 
     def refuse(*args, **kwargs):
         raise AssertionError("the dense ridge projection was used in the sparse mode")
 
-    monkeypatch.setattr(base_module, "_ridge_projection", refuse)
+    monkeypatch.setattr(modes_module, "_ridge_projection", refuse)
     assert np.mean(fitted_sparse.predict(X) == fitted_sparse.labels_) >= 0.95
     X_new, y_new = make_subspaces(n_clusters=4, n_samples_per_cluster=40, n_features=20,
                                   subspace_dim=2, noise=0.0, random_state=0)
@@ -331,7 +335,7 @@ def test_dense_that_cannot_fit_fails_before_training(monkeypatch, subspace_data)
     def no_training(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(MiniBatchDeepSubspaceClustering, "_pretrain", no_training)
+    monkeypatch.setattr(MiniBatchDeepSubspaceClustering, "_pretraining_objective", no_training)
     with pytest.raises(MemoryError, match="self_expression='dense' needs about"):
         small_estimator(self_expression="dense").fit(X)
     # auto falls back to the sparse mode instead.
@@ -365,9 +369,11 @@ def postprocessing_calls(monkeypatch):
 @pytest.mark.parametrize("mode, expected", [("dense", 0.1), ("sparse", 1.0)])
 def test_auto_threshold_follows_the_mode(postprocessing_calls, subspace_data, mode, expected):
     X, _ = subspace_data
-    small_estimator(self_expression=mode, threshold="auto").fit(X)
-    small_estimator(self_expression=mode, threshold=0.3).fit(X)
+    auto = small_estimator(self_expression=mode, threshold="auto").fit(X)
+    explicit = small_estimator(self_expression=mode, threshold=0.3).fit(X)
     assert [call["threshold"] for call in postprocessing_calls] == [expected, 0.3]
+    # The threshold used is a fitted attribute, so relabelling needs no private method.
+    assert (auto.threshold_, explicit.threshold_) == (expected, 0.3)
 
 
 @pytest.mark.parametrize("mode, expected", [("dense", "dsc"), ("sparse", "symmetric")])
@@ -376,8 +382,9 @@ def test_auto_affinity_follows_the_mode(postprocessing_calls, subspace_data, mod
     auto = small_estimator(self_expression=mode, affinity="auto").fit(X)
     explicit = small_estimator(self_expression=mode, affinity=expected).fit(X)
     other = "dsc" if expected == "symmetric" else "symmetric"
-    small_estimator(self_expression=mode, affinity=other).fit(X)
+    chosen = small_estimator(self_expression=mode, affinity=other).fit(X)
     assert [call["affinity"] for call in postprocessing_calls] == [expected, expected, other]
+    assert [m.affinity_ for m in (auto, explicit, chosen)] == [expected, expected, other]
     # "auto" is only a name for the mode's affinity: same matrix, same labels.
     assert_array_equal(auto.labels_, explicit.labels_)
 

@@ -46,20 +46,24 @@ class DenseSelfExpression(nn.Module):
         not_self = torch.arange(rows.shape[1], device=rows.device)[None, :] != indices[:, None]
         return rows * not_self
 
-    def forward(self, indices, live_codes, bank, slots):
+    def forward(self, indices, live_codes, bank, slots, live_indices=None):
         """Self-express the codes of a batch against the memory bank.
 
         Parameters
         ----------
         indices : torch.Tensor of shape (batch_size,)
-            Sample indices of the batch.
-        live_codes : torch.Tensor of shape (batch_size, n_features)
+            Sample indices of the rows to express.
+        live_codes : torch.Tensor of shape (n_live, n_features)
             Codes of the batch from the current encoder, with gradient. They must
             already be written into ``bank`` at ``slots``.
         bank : MemoryBank
             Detached codes of all samples.
-        slots : torch.Tensor of shape (batch_size,)
+        slots : torch.Tensor of shape (n_live,)
             Bank slots holding ``live_codes``.
+        live_indices : torch.Tensor of shape (n_live,), optional
+            Samples of ``live_codes``; by default ``indices``. A data-parallel
+            step expresses its share of a batch against the live codes of the
+            whole batch.
 
         Returns
         -------
@@ -117,7 +121,7 @@ class SparseSelfExpression(nn.Module):
         """Candidate coefficients of samples ``indices``, shape ``(batch, n_nonzero)``."""
         return F.embedding(indices, self.weight, sparse=True)
 
-    def forward(self, indices, live_codes, bank, slots):
+    def forward(self, indices, live_codes, bank, slots, live_indices=None):
         """Self-express the codes of a batch against their candidates in the bank.
 
         Parameters and returns as in :meth:`DenseSelfExpression.forward`, except
@@ -129,8 +133,9 @@ class SparseSelfExpression(nn.Module):
         expressed = torch.bmm(rows[:, None, :], bank.codes[candidates]).squeeze(1)
         # Straight-through term for candidates inside the batch: zero in value,
         # it routes their gradient into the live codes, as in the dense layer.
+        live_indices = indices if live_indices is None else live_indices
         position = torch.full((self.n_samples,), -1, dtype=torch.long, device=indices.device)
-        position[indices] = torch.arange(len(indices), device=indices.device)
+        position[live_indices] = torch.arange(len(live_indices), device=indices.device)
         in_batch = position[candidates]
         row, column = (in_batch >= 0).nonzero(as_tuple=True)
         if len(row):

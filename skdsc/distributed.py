@@ -1,0 +1,303 @@
+"""Data-parallel fits over several processes with :mod:`torch.distributed`.
+
+Launch the same script in every process with ``torchrun``; each process calls
+``fit(X)`` with the same ``X``, and the estimators train data-parallel:
+
+.. code-block:: bash
+
+    torchrun --nproc_per_node=2 fit_script.py                     # one machine
+    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=4 \\
+        --master_addr=HOST --master_port=29500 fit_script.py      # on each machine
+
+Every global mini-batch is split into one contiguous share per process. Each
+process encodes its share; the codes of the whole batch are gathered, so every
+process writes the same memory bank; the network's gradients are summed over
+the processes and the coefficient rows' gradients gathered, so every process
+applies the same update. The post-processing runs on the first process and its
+result is sent to the others. Every process ends with the same fitted
+attributes.
+
+The estimators join the process group that ``torchrun`` describes on their own
+(:func:`init_process_group` with its defaults); call it first to choose the
+backend or the timeout.
+"""
+
+import datetime
+import hashlib
+import os
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+#: Seconds a process waits for the others in one collective operation before
+#: it gives up with an error (the default of :func:`init_process_group`).
+DEFAULT_TIMEOUT = 600
+
+
+def init_process_group(backend="auto", timeout=DEFAULT_TIMEOUT):
+    """Join the process group described by ``torchrun``'s environment variables.
+
+    Parameters
+    ----------
+    backend : {"auto", "gloo", "nccl"}, default="auto"
+        ``"auto"`` is NCCL when CUDA is available and gloo otherwise.
+    timeout : float, default=600
+        Seconds a process waits for the others in a collective operation; a
+        process that died or hangs makes the others fail after at most this
+        long instead of waiting for ever.
+
+    Returns
+    -------
+    world_size : int
+        Number of processes in the group.
+    """
+    if backend not in ("auto", "gloo", "nccl"):
+        raise ValueError(f"backend must be 'auto', 'gloo' or 'nccl', got {backend!r}.")
+    if not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}.")
+    missing = [name for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+               if name not in os.environ]
+    if missing:
+        raise RuntimeError(
+            f"The environment variables {missing} are not set: start the processes with "
+            "torchrun (for example `torchrun --nproc_per_node=2 script.py`)."
+        )
+    if backend == "auto":
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+    return dist.get_world_size()
+
+
+def _launched_by_torchrun():
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "MASTER_ADDR" in os.environ
+
+
+class _AllGather(torch.autograd.Function):
+    """All-gather whose backward sums every process's gradient of each part.
+
+    Forward: ``(world_size, *shape)``, every process's tensor. Backward: the
+    gradients of all the processes are summed and each keeps its own part.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor, rank, world_size):
+        ctx.rank = rank
+        parts = [torch.empty_like(tensor) for _ in range(world_size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.stack(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[ctx.rank], None, None
+
+
+class DataParallelGroup:
+    """The processes a fit trains over; a single process when there are none.
+
+    All methods are collective: every process of the group must call them in
+    the same order. On a single process they do nothing.
+
+    Parameters
+    ----------
+    rank : int
+    world_size : int
+    """
+
+    def __init__(self, rank=0, world_size=1):
+        self.rank = rank
+        self.world_size = world_size
+
+    @classmethod
+    def current(cls):
+        """The initialised process group, joining ``torchrun``'s if needed."""
+        if not dist.is_available():
+            return cls()
+        if not dist.is_initialized() and _launched_by_torchrun():
+            init_process_group()
+        if not dist.is_initialized():
+            return cls()
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    @property
+    def active(self):
+        """Whether more than one process trains."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self):
+        """Whether this is the process that writes checkpoints and post-processes."""
+        return self.rank == 0
+
+    def device(self, device):
+        """The CUDA device of this process (by ``LOCAL_RANK``) when training on CUDA."""
+        if self.active and device.type == "cuda" and device.index is None:
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return device
+
+    @contextmanager
+    def _collective(self, what):
+        """Turn a failed collective operation into an error that says what happened."""
+        try:
+            yield
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"Process {self.rank} of {self.world_size} could not {what} "
+                f"({type(exc).__name__}: {str(exc).strip().splitlines()[0]}). This happens "
+                "when another process has stopped, failed or not answered within the "
+                "process group's timeout; every process must call fit with the same data "
+                "and parameters."
+            ) from exc
+
+    # -- the batch ------------------------------------------------------------------
+
+    def share(self, indices):
+        """This process's contiguous share of a batch: ``(indices, start)``."""
+        if not self.active:
+            return indices, 0
+        sizes = self._share_sizes(len(indices))
+        start = sum(sizes[:self.rank])
+        return indices[start:start + sizes[self.rank]], start
+
+    def _share_sizes(self, n):
+        return [n // self.world_size + (rank < n % self.world_size)
+                for rank in range(self.world_size)]
+
+    def gather_rows(self, rows, n_rows):
+        """The rows of every process's share, in batch order (no gradient).
+
+        ``rows`` holds this process's share of ``n_rows`` rows (as
+        :meth:`share` splits them).
+        """
+        if not self.active:
+            return rows
+        sizes = self._share_sizes(n_rows)
+        padded = rows.new_zeros((max(sizes), *rows.shape[1:]))
+        padded[:len(rows)] = rows
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        with self._collective("gather the codes of a batch"):
+            dist.all_gather(parts, padded.contiguous())
+        return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+
+    def gather_rows_with_grad(self, rows, n_rows):
+        """As :meth:`gather_rows`, differentiable: gradients flow back to each share.
+
+        The backward pass sends every process the gradient that all the
+        processes' losses have with respect to its rows.
+        """
+        if not self.active:
+            return rows
+        sizes = self._share_sizes(n_rows)
+        padding = rows.new_zeros((max(sizes) - len(rows), *rows.shape[1:]))
+        with self._collective("gather the live codes of a batch"):
+            parts = _AllGather.apply(torch.cat([rows, padding]), self.rank, self.world_size)
+        return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+
+    # -- gradients and losses -----------------------------------------------------------
+
+    def sum_gradients(self, parameters):
+        """Sum the dense gradients of ``parameters`` over the processes, in place."""
+        if not self.active:
+            return
+        # The processes run the same graph, so the same parameters have gradients.
+        parameters = [p for p in parameters if p.grad is not None]
+        if not parameters:
+            return
+        flat = torch.cat([p.grad.reshape(-1) for p in parameters])
+        with self._collective("sum the network's gradients"):
+            dist.all_reduce(flat)
+        offset = 0
+        for p in parameters:
+            p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
+            offset += p.numel()
+
+    def gather_row_gradients(self, weight, n_rows):
+        """Replace the sparse row gradient of ``weight`` by the whole batch's.
+
+        Each process holds the gradient of its share's coefficient rows; after
+        the call every process holds every share's, so that every process's
+        optimiser updates every row of the batch alike.
+        """
+        if not self.active or weight.grad is None:
+            return
+        grad = weight.grad.coalesce()
+        rows, values = grad.indices()[0], grad.values()
+        gathered_rows = self.gather_rows(rows, n_rows)
+        gathered_values = self.gather_rows(values, n_rows)
+        weight.grad = torch.sparse_coo_tensor(gathered_rows[None], gathered_values,
+                                              weight.shape, check_invariants=False)
+
+    def sum_terms(self, terms):
+        """Sum a dict of 0-d loss tensors over the processes."""
+        if not self.active:
+            return terms
+        names = list(terms)
+        stacked = torch.stack([terms[name].detach().double().reshape(()) for name in names])
+        with self._collective("sum the loss terms"):
+            dist.all_reduce(stacked)
+        return dict(zip(names, stacked.unbind()))
+
+    # -- keeping the processes alike ------------------------------------------------------
+
+    def broadcast_(self, tensor):
+        """Overwrite ``tensor`` with the first process's, in place."""
+        if self.active:
+            with self._collective("receive the first process's tensors"):
+                dist.broadcast(tensor, src=0)
+        return tensor
+
+    def broadcast_module_(self, module):
+        """Give ``module`` the first process's parameters and buffers."""
+        if self.active:
+            for tensor in [*module.parameters(), *module.buffers()]:
+                self.broadcast_(tensor.data)
+        return module
+
+    def broadcast_buffers_(self, module):
+        """Give ``module`` the first process's buffers (batch-norm statistics), as DDP does."""
+        if self.active:
+            for buffer in module.buffers():
+                self.broadcast_(buffer.data)
+        return module
+
+    def broadcast_object(self, obj):
+        """The first process's ``obj`` (any picklable object)."""
+        if not self.active:
+            return obj
+        box = [obj]
+        with self._collective("receive the first process's results"):
+            dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather_object(self, obj):
+        """Every process's ``obj``, by rank."""
+        if not self.active:
+            return [obj]
+        gathered = [None] * self.world_size
+        with self._collective("gather the processes' states"):
+            dist.all_gather_object(gathered, obj)
+        return gathered
+
+    def check_same_data(self, X):
+        """Raise unless every process was given the same ``X``."""
+        if not self.active:
+            return
+        array = np.ascontiguousarray(X)
+        digest = hashlib.sha256(memoryview(array).cast("B")).hexdigest()
+        digests = self.gather_object((array.shape, digest))
+        if len(set(digests)) > 1:
+            raise ValueError(
+                f"Process {self.rank} of {self.world_size}: every process must call fit "
+                "with the same X, but the processes hold different data "
+                f"(shapes {[shape for shape, _ in digests]})."
+            )
+
+    def barrier(self):
+        if self.active:
+            with self._collective("wait for the other processes"):
+                dist.barrier()
