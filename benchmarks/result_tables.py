@@ -174,6 +174,27 @@ def settings_table(path):
     return "\n".join(rows)
 
 
+def distributed_table(path):
+    """One process against several on the same fit, run side by side (distributed.py)."""
+    header = ["data", "n", "mode", "processes x threads", "fit (s)", "time / 1 process",
+              "peak RSS per process (MB)", "ACC", "NMI", "labels vs 1 process (ARI)", "commit"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for record in read_records(path):
+        ratio = record.get("time_ratio")
+        rows.append(
+            f"| {record['dataset']} | {record['n_samples'] or 'all'} | {record['mode']} | "
+            f"{record['processes']} x {record['threads_per_process']} | "
+            f"{record['fit_seconds']:.1f} | {'1' if ratio is None else f'{ratio:.2f}'} | "
+            f"{', '.join(f'{rss:,.0f}' for rss in record['peak_rss_mb'])} | "
+            f"{record['acc']:.3f} | {record['nmi']:.3f} | "
+            f"{'—' if ratio is None else _ari_cell(record)} | {record['commit']} |")
+    return "\n".join(rows)
+
+
+def _ari_cell(record):
+    return "1 (same labels)" if record["same_labels"] else f"{record['ari_vs_single']:.3f}"
+
+
 def _cell(value, fmt):
     return "—" if value is None else f"{value:{fmt}}"
 
@@ -455,6 +476,7 @@ TABLES = {
     # Runs before the ridge start (RIDGE_START) stay in the records file only.
     "peers": lambda: peers_table(
         [_path("peers.jsonl")], keep=lambda r: _descends_from(r.get("commit", ""), RIDGE_START)),
+    "distributed": lambda: distributed_table(_path("distributed.jsonl")),
     "bdsc_cpu": lambda: settings_table(_path("bdsc_cpu.jsonl")),
     "bdsc_gpu": lambda: settings_table(_path("bdsc_gpu.jsonl")),
     "contrastive_cpu": lambda: settings_table(_path("contrastive_cpu.jsonl")),

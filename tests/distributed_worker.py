@@ -55,7 +55,9 @@ def misbehave(config, rank):
 def main():
     config = json.loads(sys.argv[1])
     rank = int(os.environ["RANK"])
-    init_process_group(timeout=config.get("timeout", 60))
+    if config.get("join", True):
+        init_process_group(timeout=config.get("timeout", 60))
+    # Otherwise the estimator joins torchrun's process group by itself.
     X, _ = data(config)
     if config.get("different_data") and rank == 1:
         X = X[::-1].copy()

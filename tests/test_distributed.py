@@ -171,6 +171,19 @@ def test_interrupted_fit_resumes_to_the_uninterrupted_one(tmp_path):
     assert not (tmp_path / "fit.ckpt").exists()
 
 
+def test_torchrun_launch_joins_the_group_by_itself(tmp_path):
+    """Under torchrun the estimator joins the process group without any call."""
+    config = {"estimator": "bdsc", "params": BDSC, "join": False,
+              "out": str(tmp_path / "result")}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    "--nproc_per_node=2", str(WORKER), json.dumps(config)],
+                   env=environment, check=True, timeout=240, capture_output=True)
+    first, second = (pickle.loads(Path(f"{tmp_path / 'result'}.{rank}").read_bytes())
+                     for rank in (0, 1))
+    assert_same_fit(first, second)
+
+
 def test_single_process_group_is_inactive(monkeypatch):
     for name in ("WORLD_SIZE", "RANK", "MASTER_ADDR"):
         monkeypatch.delenv(name, raising=False)

@@ -1,0 +1,121 @@
+"""One fit in one process against the same fit over several, side by side.
+
+Each configuration is fitted once in a single process and once over
+``--processes`` processes launched with ``torchrun`` on this machine, every
+process with ``--threads`` threads (one by default), one run after the
+other. A record per run is appended to ``results/distributed.jsonl``: fit
+wall time (the slowest process), peak RSS of every process, ACC/NMI, and for
+the multi-process runs the speed-up over the single process of the same
+invocation and the adjusted Rand index between their labels::
+
+    python benchmarks/distributed.py --sets coil20 --processes 2
+    python benchmarks/distributed.py --sets mnist --n-samples 20000 --processes 2
+
+The worker mode (``worker``) is what ``torchrun`` starts; it is not meant to
+be run by hand.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from protocol import DEFAULT_DATA_DIR, _commit, load, scores
+
+HERE = Path(__file__).resolve().parent
+IMAGE_SHAPES = {"orl": (32, 32), "coil20": (32, 32), "coil100": (32, 32),
+                "coil100rgb": (3, 32, 32), "mnist": (28, 28), "digits": (8, 8)}
+
+
+def worker(args):
+    """Fit the defaults on the data set in this process (one of a torchrun group)."""
+    from skdsc import MiniBatchDeepSubspaceClustering
+
+    X, y = load(args.set, args.data_dir, args.n_samples)
+    model = MiniBatchDeepSubspaceClustering(
+        n_clusters=len(np.unique(y)), image_shape=IMAGE_SHAPES[args.set],
+        random_state=args.seed, **json.loads(args.params))
+    start = time.perf_counter()
+    model.fit(X)
+    seconds = time.perf_counter() - start
+    rank = int(os.environ.get("RANK", 0))
+    np.save(Path(args.out) / f"labels.{rank}.npy", model.labels_)
+    with open(Path(args.out) / f"rank.{rank}.json", "w") as file:
+        json.dump({"rank": rank, "fit_seconds": seconds, "mode": model.self_expression_,
+                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   **scores(y, model.labels_)}, file)
+
+
+def run(args, dataset, n_processes, out):
+    """Launch one run; its per-process results and the first process's labels."""
+    command = [sys.executable, str(Path(__file__).resolve()), "worker", "--set", dataset,
+               "--seed", str(args.seed), "--out", out, "--data-dir", str(args.data_dir),
+               "--params", args.params]
+    if args.n_samples:
+        command += ["--n-samples", str(args.n_samples)]
+    if n_processes > 1:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={n_processes}", *command[1:]]
+    environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=environment, cwd=HERE)
+    launch_seconds = time.perf_counter() - start
+    ranks = [json.loads((Path(out) / f"rank.{rank}.json").read_text())
+             for rank in range(n_processes)]
+    return ranks, np.load(Path(out) / "labels.0.npy"), launch_seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", nargs="?", choices=["compare", "worker"], default="compare")
+    parser.add_argument("--sets", nargs="+", default=["coil20"])
+    parser.add_argument("--set", help="worker: the data set")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="threads per process")
+    parser.add_argument("--n-samples", type=int, default=None, help="stratified subset")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--params", default="{}", help="estimator parameters as JSON")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    parser.add_argument("--out", default=str(HERE / "results" / "distributed.jsonl"))
+    args = parser.parse_args()
+    if args.mode == "worker":
+        return worker(args)
+
+    from sklearn.metrics import adjusted_rand_score
+
+    for dataset in args.sets:
+        single_seconds, single_labels = None, None
+        for n_processes in (1, args.processes):
+            with tempfile.TemporaryDirectory() as out:
+                ranks, labels, launch_seconds = run(args, dataset, n_processes, out)
+            record = {
+                "suite": "distributed", "commit": _commit(), "dataset": dataset,
+                "n_samples": args.n_samples, "seed": args.seed, "params": json.loads(args.params),
+                "processes": n_processes, "threads_per_process": args.threads,
+                "mode": ranks[0]["mode"], "acc": ranks[0]["acc"], "nmi": ranks[0]["nmi"],
+                "fit_seconds": max(rank["fit_seconds"] for rank in ranks),
+                "launch_seconds": launch_seconds,
+                "peak_rss_mb": [rank["peak_rss_mb"] for rank in ranks],
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+            if n_processes == 1:
+                single_seconds, single_labels = record["fit_seconds"], labels
+            else:
+                record["speedup"] = single_seconds / record["fit_seconds"]
+                record["time_ratio"] = record["fit_seconds"] / single_seconds
+                record["ari_vs_single"] = float(adjusted_rand_score(single_labels, labels))
+                record["same_labels"] = bool(np.array_equal(single_labels, labels))
+            print(json.dumps(record), flush=True)
+            with open(args.out, "a") as file:
+                file.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
