@@ -251,12 +251,15 @@ def train_self_expression(session, network, layer, bank, inputs, objective, *, m
         share, _ = parallel.share(indices)
         x = inputs[share]
         codes = network.encode(x)
-        written = codes if momentum_encoder is None else momentum_encoder.encode(x, network)
-        # Every process writes the whole batch, so the banks stay the same.
-        slots = bank.write(indices, parallel.gather_rows(written.detach(), len(indices)))
         # The share is expressed against the live codes of the whole batch, so
         # that its gradient reaches the codes of the other shares too.
         live = parallel.gather_rows_with_grad(codes, len(indices))
+        if momentum_encoder is None:
+            written = live.detach()
+        else:
+            written = parallel.gather_rows(momentum_encoder.encode(x, network), len(indices))
+        # Every process writes the whole batch, so the banks stay the same.
+        slots = bank.write(indices, written)
         expressed, rows = layer(share, live, bank, slots, live_indices=indices)
         data = objective.loss(x, codes, expressed, share)
         scale = 1.0 / bank.mean_square_norm() if normalize_losses else 1.0
