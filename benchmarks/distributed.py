@@ -64,12 +64,13 @@ def run(args, dataset, n_processes, out):
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    f"--nproc_per_node={n_processes}", *command[1:]]
     environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     subprocess.run(command, check=True, env=environment, cwd=HERE)
     launch_seconds = time.perf_counter() - start
     ranks = [json.loads((Path(out) / f"rank.{rank}.json").read_text())
              for rank in range(n_processes)]
-    return ranks, np.load(Path(out) / "labels.0.npy"), launch_seconds
+    return ranks, np.load(Path(out) / "labels.0.npy"), launch_seconds, load_before
 
 
 def main():
@@ -94,7 +95,7 @@ def main():
         single_seconds, single_labels = None, None
         for n_processes in (1, args.processes):
             with tempfile.TemporaryDirectory() as out:
-                ranks, labels, launch_seconds = run(args, dataset, n_processes, out)
+                ranks, labels, launch_seconds, load = run(args, dataset, n_processes, out)
             record = {
                 "suite": "distributed", "commit": _commit(), "dataset": dataset,
                 "n_samples": args.n_samples, "seed": args.seed, "params": json.loads(args.params),
@@ -102,6 +103,8 @@ def main():
                 "mode": ranks[0]["mode"], "acc": ranks[0]["acc"], "nmi": ranks[0]["nmi"],
                 "fit_seconds": max(rank["fit_seconds"] for rank in ranks),
                 "launch_seconds": launch_seconds,
+                # Other work on the machine: 1-minute load average before the run.
+                "load_average_before": load,
                 "peak_rss_mb": [rank["peak_rss_mb"] for rank in ranks],
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }
