@@ -98,12 +98,12 @@ def _backward(loss, share, indices, parallel):
     loss.backward()
 
 
-def _batch_terms(terms, share, indices, parallel):
-    """The loss terms of the whole batch, from each process's share."""
+def _share_terms(terms, share, indices, parallel):
+    """Detached loss terms, weighted by the share's part of the batch."""
+    terms = {name: value.detach() for name, value in terms.items()}
     if not parallel.active:
         return terms
-    weight = len(share) / len(indices)
-    return parallel.sum_terms({name: value * weight for name, value in terms.items()})
+    return {name: value * (len(share) / len(indices)) for name, value in terms.items()}
 
 
 def pretrain(session, network, inputs, objective, *, learning_rate, n_epochs):
@@ -117,9 +117,10 @@ def pretrain(session, network, inputs, objective, *, learning_rate, n_epochs):
         loss = objective.loss(inputs[share])
         optimizer.zero_grad()
         _backward(loss, share, indices, parallel)
-        parallel.sum_gradients(_parameters(optimizer))
+        terms = parallel.sum_step(_parameters(optimizer),
+                                  _share_terms({"loss": loss}, share, indices, parallel))
         optimizer.step()
-        return _batch_terms({"loss": loss.detach()}, share, indices, parallel)
+        return terms
 
     session.run(step, stage="pretrain", n_epochs=n_epochs,
                 objects={"network": network, "optimizer": optimizer, **objective.generators},
@@ -248,7 +249,7 @@ def train_self_expression(session, network, layer, bank, inputs, objective, *, m
 
     def step(indices):
         parallel.broadcast_buffers_(network)
-        share, _ = parallel.share(indices)
+        share, start = parallel.share(indices)
         x = inputs[share]
         codes = network.encode(x)
         # The share is expressed against the live codes of the whole batch, so
@@ -269,15 +270,16 @@ def train_self_expression(session, network, layer, bank, inputs, objective, *, m
         optimizer.zero_grad()
         coef_optimizer.zero_grad()
         _backward(loss, share, indices, parallel)
-        parallel.sum_gradients(_parameters(optimizer))
-        parallel.gather_row_gradients(layer.weight, len(indices))
+        terms = parallel.sum_step(
+            _parameters(optimizer),
+            _share_terms({"loss": loss, objective.name: data, "self_expression": self_expr,
+                          "coefficient": coefficient}, share, indices, parallel),
+            batch=(layer.weight, indices, share, start))
         optimizer.step()
         coef_optimizer.step()
         if momentum_encoder is not None:
             momentum_encoder.update(network)
-        return _batch_terms({"loss": loss.detach(), objective.name: data.detach(),
-                             "self_expression": self_expr.detach(),
-                             "coefficient": coefficient.detach()}, share, indices, parallel)
+        return terms
 
     refresh = refresh_epochs if mode.refreshes else 0
 

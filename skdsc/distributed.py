@@ -200,47 +200,57 @@ class DataParallelGroup:
 
     # -- gradients and losses -----------------------------------------------------------
 
-    def sum_gradients(self, parameters):
-        """Sum the dense gradients of ``parameters`` over the processes, in place."""
+    def sum_step(self, parameters, terms, batch=None):
+        """Combine the processes' work on one step, in one all-reduce.
+
+        After the call every process holds the sum of the processes' dense
+        gradients of ``parameters`` and, with ``batch``, the gradient of
+        every coefficient row of the batch, so that every process's optimisers
+        apply the same update.
+
+        Parameters
+        ----------
+        parameters : list of torch.nn.Parameter
+            The network's; their ``.grad`` is summed in place.
+        terms : dict of str to 0-d tensor
+            This process's share of the loss terms, weighted by its part of
+            the batch.
+        batch : tuple, optional
+            ``(weight, indices, share, start)``: the coefficient parameter,
+            whose sparse gradient holds the rows of this process's ``share``
+            of the batch ``indices``, ``share`` starting at position ``start``.
+
+        Returns
+        -------
+        terms : dict of str to 0-d tensor
+            The loss terms of the whole batch.
+        """
         if not self.active:
-            return
+            return terms
         # The processes run the same graph, so the same parameters have gradients.
         parameters = [p for p in parameters if p.grad is not None]
-        if not parameters:
-            return
-        flat = torch.cat([p.grad.reshape(-1) for p in parameters])
-        with self._collective("sum the network's gradients"):
+        parts = [p.grad.reshape(-1) for p in parameters]
+        if batch is not None:
+            weight, indices, share, start = batch
+            rows = weight.new_zeros((len(indices), weight.shape[1]))
+            # A coalesced gradient lists the share's rows in increasing order.
+            rows[start + share.argsort()] = weight.grad.coalesce().values()
+            parts.append(rows.reshape(-1))
+        names = list(terms)
+        parts.append(torch.stack([terms[name].detach().float().reshape(()) for name in names]))
+        flat = torch.cat(parts)
+        with self._collective("combine the processes' gradients"):
             dist.all_reduce(flat)
         offset = 0
         for p in parameters:
             p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
             offset += p.numel()
-
-    def gather_row_gradients(self, weight, n_rows):
-        """Replace the sparse row gradient of ``weight`` by the whole batch's.
-
-        Each process holds the gradient of its share's coefficient rows; after
-        the call every process holds every share's, so that every process's
-        optimiser updates every row of the batch alike.
-        """
-        if not self.active or weight.grad is None:
-            return
-        grad = weight.grad.coalesce()
-        rows, values = grad.indices()[0], grad.values()
-        gathered_rows = self.gather_rows(rows, n_rows)
-        gathered_values = self.gather_rows(values, n_rows)
-        weight.grad = torch.sparse_coo_tensor(gathered_rows[None], gathered_values,
-                                              weight.shape, check_invariants=False)
-
-    def sum_terms(self, terms):
-        """Sum a dict of 0-d loss tensors over the processes."""
-        if not self.active:
-            return terms
-        names = list(terms)
-        stacked = torch.stack([terms[name].detach().double().reshape(()) for name in names])
-        with self._collective("sum the loss terms"):
-            dist.all_reduce(stacked)
-        return dict(zip(names, stacked.unbind()))
+        if batch is not None:
+            values = flat[offset:offset + rows.numel()].view_as(rows)
+            weight.grad = torch.sparse_coo_tensor(indices[None], values, weight.shape,
+                                                  check_invariants=False)
+            offset += rows.numel()
+        return dict(zip(names, flat[offset:].unbind()))
 
     # -- keeping the processes alike ------------------------------------------------------
 
