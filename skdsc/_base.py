@@ -459,11 +459,14 @@ class BaseDeepSubspaceClustering(PortablePickleMixin, ClusterMixin, BaseEstimato
         dense mode, against its ``n_nonzero`` nearest ones in the sparse mode,
         as in training. The predicted cluster is the one whose codes, with
         those coefficients, leave the smallest residual. Nothing is refitted
-        and each row is treated on its own. The dense mode solves the ridge
-        problem in the smaller of the latent dimension and the number of
-        training samples: when the codes have more dimensions than there are
-        training samples, it forms their ``n_samples x n_samples`` Gram
-        matrix once per call; the sparse mode forms nothing larger than
+        and each row is treated on its own. In the dense mode no
+        ``n_samples x n_samples`` matrix is formed: when the codes have at most
+        as many dimensions as there are training samples, the ridge problem is
+        solved once through its ``n_latent x n_latent`` normal equations;
+        otherwise each chunk of rows is solved by conjugate gradients that only
+        multiply by the training codes, so memory stays linear in
+        ``n_samples`` at the price of some dozens of products with the codes
+        per chunk. The sparse mode forms nothing larger than
         ``n_samples x n_nonzero``.
 
         Parameters

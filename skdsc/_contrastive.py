@@ -3,6 +3,7 @@
 import os
 from numbers import Integral, Real
 
+import torch
 from sklearn.utils._param_validation import Interval
 from timm.data import resolve_model_data_config
 
@@ -18,9 +19,41 @@ def _trainable(network):
     return [p for p in network.parameters() if p.requires_grad]
 
 
-def _own_slots(bank, indices):
-    """Mask ``(batch, n_slots)`` of the bank slots holding each batch sample."""
-    return bank.owners[None, :] == indices[:, None]
+def _own_slots(bank, indices, slots=None):
+    """Mask ``(batch, n_slots)`` of the bank slots holding each batch sample.
+
+    With ``slots``, the mask ``(batch, len(slots))`` of those slots only.
+    """
+    owners = bank.owners if slots is None else bank.owners[slots]
+    return owners[None, :] == indices[:, None]
+
+
+def _sampled_slots(n_slots, n_draws, generator):
+    """``n_draws`` distinct slots of ``n_slots``, a uniformly random subset.
+
+    Drawn on ``generator``'s device. When the subset is a large part of the
+    bank a permutation is cheapest; otherwise the first ``n_draws`` distinct
+    values of independent uniform draws (a uniform subset too, by symmetry)
+    cost ``O(n_draws log n_draws)``, whatever the size of the bank.
+    """
+    device = generator.device
+    if 4 * n_draws >= n_slots:
+        return torch.randperm(n_slots, generator=generator, device=device)[:n_draws]
+    # With n_slots >= 4 n_draws, about n_draws**2 / (2 n_slots) <= n_draws / 8
+    # of the draws repeat one: a quarter more is nearly always enough.
+    margin = n_draws // 4 + 16
+    draws = torch.randint(n_slots, (n_draws + margin,), generator=generator, device=device)
+    while True:
+        values, inverse = torch.unique(draws, return_inverse=True)
+        if len(values) >= n_draws:
+            break
+        more = torch.randint(n_slots, (margin,), generator=generator, device=device)
+        draws = torch.cat([draws, more])
+    # Keep the distinct values seen first: the position of each value's first draw.
+    positions = torch.arange(len(draws), device=device)
+    first = torch.full((len(values),), len(draws), dtype=positions.dtype, device=device)
+    first.scatter_reduce_(0, inverse, positions, reduce="amin")
+    return values[first.argsort()[:n_draws]]
 
 
 class ContrastiveDSC(BaseDeepSubspaceClustering):
@@ -34,7 +67,8 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
     sample. There is no decoder: what keeps the codes informative is an
     InfoNCE loss in which the self-expressed code ``z_hat_i`` is the anchor,
     the code of a randomly augmented view of the same image is the positive
-    and the codes in the bank are the negatives (Jiang et al., 2025, CLBDSC).
+    and the codes in the bank (at most ``n_negatives`` of them, drawn anew in
+    every step) are the negatives (Jiang et al., 2025, CLBDSC).
 
     ``fit`` first trains the encoder alone by instance discrimination
     (``n_pretrain_epochs``; two augmented views of each image must find each
@@ -80,6 +114,14 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
         Dimension of the codes.
     temperature : float, default=0.2
         Temperature of the InfoNCE loss.
+    n_negatives : int or None, default=4096
+        Negatives of each self-expressive step. When the memory bank holds
+        more codes than this, every step draws ``n_negatives`` of its slots
+        uniformly without replacement (shared by the batch; each anchor's own
+        slot left out), so an epoch costs ``O(n_samples * n_negatives)``
+        similarities instead of ``O(n_samples**2)``. ``None``, or a value of
+        at least ``n_samples``, uses the whole bank in every step (the
+        paper's rule).
     crop_scale : tuple of float, default=(0.5, 1.0)
         Range of the area fraction of the random resized crops.
     rotation : float, default=15.0
@@ -285,6 +327,7 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
         "input_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
         "projection_dim": [Interval(Integral, 1, None, closed="left")],
         "temperature": [Interval(Real, 0, None, closed="neither")],
+        "n_negatives": [Interval(Integral, 1, None, closed="left"), None],
         "crop_scale": [tuple, list],
         "rotation": [Interval(Real, 0, 180, closed="both")],
         "flip": ["boolean"],
@@ -294,7 +337,8 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
 
     def __init__(self, n_clusters=8, *, image_shape=None, encoder="resnet18", pretrained=False,
                  freeze_encoder=False, input_size=None, projection_dim=128, temperature=0.2,
-                 crop_scale=(0.5, 1.0), rotation=15.0, flip=True, color_jitter=0.4,
+                 n_negatives=4096, crop_scale=(0.5, 1.0), rotation=15.0, flip=True,
+                 color_jitter=0.4,
                  batch_size=128, n_epochs=10, n_pretrain_epochs=50, learning_rate=1e-3,
                  lambda_coef=1.0, lambda_self=10.0, self_expression="auto", n_nonzero=32,
                  refresh_epochs=10, bank_update="index",
@@ -323,6 +367,7 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
         self.input_size = input_size
         self.projection_dim = projection_dim
         self.temperature = temperature
+        self.n_negatives = n_negatives
         self.crop_scale = crop_scale
         self.rotation = rotation
         self.flip = flip
@@ -395,13 +440,27 @@ class ContrastiveDSC(BaseDeepSubspaceClustering):
     def _self_expression_objective(self, network, bank, inputs, generator, encoder_lr):
         augment = self._augmentation()
         views = device_generator(generator, inputs.device)
+        generators = {"views": views}
+        n_negatives = self.n_negatives
+        sampled = n_negatives is not None and bank.n_slots > n_negatives
+        if sampled:
+            # Made only when there is something to draw, so that a bank of at
+            # most n_negatives codes leaves every random stream as it was.
+            generators["negatives"] = device_generator(generator, inputs.device)
 
         def loss(x, codes, expressed, indices):
             # The self-expressed code is the anchor, another view of the same
-            # sample its positive, and every other code in the bank a negative.
+            # sample its positive, and the other codes in the bank (all, or a
+            # fresh uniform draw of n_negatives slots) the negatives.
             positives = network.encode(augment(x, views))
-            return info_nce_loss(expressed, positives, bank.codes, self.temperature,
-                                 exclude=_own_slots(bank, indices))
+            if not sampled:
+                return info_nce_loss(expressed, positives, bank.codes, self.temperature,
+                                     exclude=_own_slots(bank, indices))
+            # Only the drawn codes are gathered and normalised: (n_negatives, d)
+            # per step rather than the whole bank.
+            slots = _sampled_slots(bank.n_slots, n_negatives, generators["negatives"])
+            return info_nce_loss(expressed, positives, bank.codes[slots], self.temperature,
+                                 exclude=_own_slots(bank, indices, slots))
 
         return Objective("contrastive", loss, [{"params": _trainable(network), "lr": encoder_lr}],
-                         {"views": views}, self._divergence_hint())
+                         generators, self._divergence_hint())

@@ -32,7 +32,9 @@ def info_nce_loss(anchors, positives, negatives, temperature, exclude=None):
     positives : torch.Tensor of shape (batch, dim)
         One positive per anchor.
     negatives : torch.Tensor of shape (n_negatives, dim)
-        Shared by every anchor (e.g. the memory bank).
+        Shared by every anchor (e.g. the memory bank, or a random draw of its
+        slots). Normalised here, so pass only the rows to use rather than a
+        whole bank to be masked.
     temperature : float
         Divides the cosine similarities.
     exclude : torch.Tensor of shape (batch, n_negatives) of bool, optional
