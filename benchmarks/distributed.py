@@ -11,6 +11,11 @@ invocation and the adjusted Rand index between their labels::
     python benchmarks/distributed.py --sets coil20 --processes 2
     python benchmarks/distributed.py --sets mnist --n-samples 20000 --processes 2
 
+``--ceiling`` also runs the single-process fit that many times at once, as
+independent processes, and records how much slower each is than alone: the
+limit the machine itself puts on any speed-up (memory bandwidth, shared
+caches, other work).
+
 The worker mode (``worker``) is what ``torchrun`` starts; it is not meant to
 be run by hand.
 """
@@ -73,6 +78,28 @@ def run(args, dataset, n_processes, out):
     return ranks, np.load(Path(out) / "labels.0.npy"), launch_seconds, load_before
 
 
+def ceiling(args, dataset, out):
+    """The same single-process fit twice at once, in independent processes.
+
+    What the machine gives two processes that never wait for each other: the
+    best a two-process fit could do here.
+    """
+    command = [sys.executable, str(Path(__file__).resolve()), "worker", "--set", dataset,
+               "--seed", str(args.seed), "--data-dir", str(args.data_dir), "--params",
+               args.params] + (["--n-samples", str(args.n_samples)] if args.n_samples else [])
+    environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    load_before = os.getloadavg()[0]
+    folders = [Path(out) / str(i) for i in range(args.processes)]
+    for folder in folders:
+        folder.mkdir()
+    processes = [subprocess.Popen(command + ["--out", str(folder)], env=environment, cwd=HERE)
+                 for folder in folders]
+    for process in processes:
+        if process.wait():
+            raise subprocess.CalledProcessError(process.returncode, command)
+    return [json.loads((folder / "rank.0.json").read_text()) for folder in folders], load_before
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", nargs="?", choices=["compare", "worker"], default="compare")
@@ -85,6 +112,9 @@ def main():
     parser.add_argument("--params", default="{}", help="estimator parameters as JSON")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     parser.add_argument("--out", default=str(HERE / "results" / "distributed.jsonl"))
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also run the single-process fit --processes times at once, "
+                             "independently: the machine's own limit on the speed-up")
     args = parser.parse_args()
     if args.mode == "worker":
         return worker(args)
@@ -115,6 +145,21 @@ def main():
                 record["time_ratio"] = record["fit_seconds"] / single_seconds
                 record["ari_vs_single"] = float(adjusted_rand_score(single_labels, labels))
                 record["same_labels"] = bool(np.array_equal(single_labels, labels))
+            print(json.dumps(record), flush=True)
+            with open(args.out, "a") as file:
+                file.write(json.dumps(record) + "\n")
+        if args.ceiling:
+            with tempfile.TemporaryDirectory() as out:
+                runs, load = ceiling(args, dataset, out)
+            record = {
+                "suite": "distributed", "kind": "ceiling", "commit": _commit(),
+                "dataset": dataset, "n_samples": args.n_samples, "seed": args.seed,
+                "params": json.loads(args.params), "processes": args.processes,
+                "threads_per_process": args.threads, "load_average_before": load,
+                "fit_seconds": [run["fit_seconds"] for run in runs],
+                "slowdown": max(run["fit_seconds"] for run in runs) / single_seconds,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
             print(json.dumps(record), flush=True)
             with open(args.out, "a") as file:
                 file.write(json.dumps(record) + "\n")

@@ -177,9 +177,12 @@ def settings_table(path):
 def distributed_table(path):
     """One process against several on the same fit, run side by side (distributed.py)."""
     header = ["data", "n", "mode", "processes x threads", "fit (s)", "time / 1 process",
-              "peak RSS per process (MB)", "ACC", "NMI", "labels vs 1 process (ARI)", "commit"]
+              "peak RSS per process (MB)", "ACC", "NMI", "labels vs 1 process (ARI)",
+              "load before", "commit"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for record in read_records(path):
+        if record.get("kind") == "ceiling":
+            continue
         ratio = record.get("time_ratio")
         rows.append(
             f"| {record['dataset']} | {record['n_samples'] or 'all'} | {record['mode']} | "
@@ -187,7 +190,24 @@ def distributed_table(path):
             f"{record['fit_seconds']:.1f} | {'1' if ratio is None else f'{ratio:.2f}'} | "
             f"{', '.join(f'{rss:,.0f}' for rss in record['peak_rss_mb'])} | "
             f"{record['acc']:.3f} | {record['nmi']:.3f} | "
-            f"{'—' if ratio is None else _ari_cell(record)} | {record['commit']} |")
+            f"{'—' if ratio is None else _ari_cell(record)} | "
+            f"{record.get('load_average_before', float('nan')):.1f} | {record['commit']} |")
+    return "\n".join(rows)
+
+
+def distributed_ceiling_table(path):
+    """The single-process fit run several times at once: each one's slowdown."""
+    header = ["data", "n", "independent fits at once", "fit (s) each", "slowest / alone",
+              "load before", "commit"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for record in read_records(path):
+        if record.get("kind") != "ceiling":
+            continue
+        rows.append(
+            f"| {record['dataset']} | {record['n_samples'] or 'all'} | {record['processes']} | "
+            f"{', '.join(f'{s:.1f}' for s in record['fit_seconds'])} | "
+            f"{record['slowdown']:.2f} | {record['load_average_before']:.1f} | "
+            f"{record['commit']} |")
     return "\n".join(rows)
 
 
@@ -477,6 +497,7 @@ TABLES = {
     "peers": lambda: peers_table(
         [_path("peers.jsonl")], keep=lambda r: _descends_from(r.get("commit", ""), RIDGE_START)),
     "distributed": lambda: distributed_table(_path("distributed.jsonl")),
+    "distributed_ceiling": lambda: distributed_ceiling_table(_path("distributed.jsonl")),
     "bdsc_cpu": lambda: settings_table(_path("bdsc_cpu.jsonl")),
     "bdsc_gpu": lambda: settings_table(_path("bdsc_gpu.jsonl")),
     "contrastive_cpu": lambda: settings_table(_path("contrastive_cpu.jsonl")),
