@@ -123,8 +123,16 @@ def build_parser():
     scaling.add_argument("--stages", action="store_true",
                          help="sample RSS every 0.2 s and keep each stage's peak")
     scaling.add_argument("--n-clusters", type=int, default=100, help="--kind postprocessing")
-    scaling.add_argument("--affinity", default="dsc", choices=["dsc", "symmetric"],
-                         help="--kind postprocessing")
+    scaling.add_argument("--affinity", choices=["dsc", "symmetric"],
+                         help="--kind postprocessing (default: dsc for dense coefficients, "
+                              "symmetric for sparse ones, as the estimators)")
+    scaling.add_argument("--coef", choices=["dense", "sparse"], default="dense",
+                         help="--kind postprocessing: an n x n array, or CSR with --n-nonzero "
+                              "entries per row")
+    scaling.add_argument("--n-nonzero", type=int, default=32,
+                         help="--kind postprocessing --coef sparse: entries per row")
+    scaling.add_argument("--eigen-solver", default="auto", choices=["auto", "arpack", "amg"],
+                         help="--kind postprocessing --coef sparse: spectral eigensolver")
 
     ablation = commands.add_parser("ablations", parents=common, help=SUITES["ablations"])
     ablation.add_argument("--study", nargs="+", choices=suites.STUDIES,

@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -97,3 +98,22 @@ def test_render_rewrites_only_marked_tables(monkeypatch):
     assert "| kept |" in rendered and rendered.startswith("prose\n")
     again, changed, _ = tables.render(rendered)
     assert again == rendered and changed == []
+
+
+def test_synthetic_sparse_coefficients():
+    suites = pytest.importorskip("suites")
+    coef, labels = suites.sparse_coefficients(1000, 10, 32)
+    assert coef.format == "csr" and coef.dtype.name == "float32"
+    assert coef.shape == (1000, 1000) and coef.nnz == 1000 * 32
+    assert coef.diagonal().sum() == 0
+    rows = np.repeat(np.arange(1000), 32)
+    inside = labels[rows] == labels[coef.indices]
+    assert 0.85 <= inside.mean() <= 0.95  # 29 of 32 drawn inside, 3 from anywhere
+
+
+def test_sparse_postprocessing_record():
+    suites = pytest.importorskip("suites")
+    record = suites.sparse_postprocessing(2000, 5, 16, "symmetric", "arpack")
+    assert record["eigen_solver_used"] == "arpack" and record["acc"] == 1.0
+    assert record["peak_rss_mb"] >= record["rss_before_mb"] > 0
+    assert set(record["stage_seconds"]) == {"spectral_embedding_sparse", "kmeans_on_directions"}
