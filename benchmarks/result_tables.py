@@ -497,6 +497,7 @@ TABLES = {
     "peers": lambda: peers_table(
         [_path("peers.jsonl")], keep=lambda r: _descends_from(r.get("commit", ""), RIDGE_START)),
     "distributed": lambda: distributed_table(_path("distributed.jsonl")),
+    "scaling_scaleout": lambda: scaling_table([_path("scaling_scaleout.jsonl")]),
     "distributed_ceiling": lambda: distributed_ceiling_table(_path("distributed.jsonl")),
     "bdsc_cpu": lambda: settings_table(_path("bdsc_cpu.jsonl")),
     "bdsc_gpu": lambda: settings_table(_path("bdsc_gpu.jsonl")),
