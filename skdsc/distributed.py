@@ -263,17 +263,31 @@ class DataParallelGroup:
 
     def broadcast_module_(self, module):
         """Give ``module`` the first process's parameters and buffers."""
-        if self.active:
-            for tensor in [*module.parameters(), *module.buffers()]:
-                self.broadcast_(tensor.data)
+        self._broadcast_tensors_([*module.parameters(), *module.buffers()])
         return module
 
     def broadcast_buffers_(self, module):
         """Give ``module`` the first process's buffers (batch-norm statistics), as DDP does."""
-        if self.active:
-            for buffer in module.buffers():
-                self.broadcast_(buffer.data)
+        self._broadcast_tensors_(list(module.buffers()))
         return module
+
+    def _broadcast_tensors_(self, tensors):
+        """Overwrite ``tensors`` with the first process's: one broadcast per dtype.
+
+        Called every step for the buffers, so a network with many small
+        batch-norm buffers costs one collective, not one per buffer.
+        """
+        if not self.active:
+            return
+        by_dtype = {}
+        for tensor in tensors:
+            by_dtype.setdefault(tensor.dtype, []).append(tensor.data)
+        for group in by_dtype.values():
+            flat = self.broadcast_(torch.cat([tensor.reshape(-1) for tensor in group]))
+            offset = 0
+            for tensor in group:
+                tensor.copy_(flat[offset:offset + tensor.numel()].view_as(tensor))
+                offset += tensor.numel()
 
     def broadcast_object(self, obj):
         """The first process's ``obj`` (any picklable object)."""
