@@ -38,8 +38,10 @@ Peers
     core is the slowest peer), everything else default.
 """
 
+import json
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -179,12 +181,14 @@ def _fit_elastic_net(peer, X, n_clusters, image_shape, seed, params, device):
     return labels, fields, {}
 
 
-def _fit_skdsc(peer, X, n_clusters, image_shape, seed, params, device):
+def _fit_skdsc(peer, X, n_clusters, image_shape, seed, params, device, checkpoint=None):
     import skdsc
 
     cls = skdsc.ContrastiveDSC if peer == "contrastive" else skdsc.MiniBatchDeepSubspaceClustering
+    saving = {} if checkpoint is None else {"checkpoint_path": checkpoint,
+                                            "checkpoint_interval": CHECKPOINT_INTERVAL}
     model = cls(n_clusters, image_shape=image_shape, random_state=seed, device=device,
-                **params).fit(X)
+                **params, **saving).fit(X)
     fields = {"device": str(model.device_), "self_expression": model.self_expression_}
     return model.labels_, fields, {}
 
@@ -199,6 +203,42 @@ def _fit_clustpy(peer, X, n_clusters, image_shape, seed, params, device):
     return model.dec_labels_, {"device": str(used)}, {"kmeans_embedding": model.labels_}
 
 
+# Seconds between two checkpoints of a resumable fit (work lost at a kill).
+CHECKPOINT_INTERVAL = 300.0
+
+
+class SegmentLedger:
+    """Wall time of a fit that ran in several segments, resumed from checkpoints.
+
+    A segment's useful time runs from its start to its last checkpoint (the
+    checkpoint file's modification time when the next segment starts): work
+    done after that save was lost and is counted once, in the segment that
+    redoes it. The file sits beside the checkpoint and goes with it.
+    """
+
+    def __init__(self, checkpoint):
+        self.path = Path(f"{checkpoint}.segments.json")
+        self.checkpoint = Path(checkpoint)
+
+    def start(self):
+        """Note a segment's start, and how far the checkpoint it resumes from got."""
+        segments = json.loads(self.path.read_text()) if self.path.exists() else []
+        saved_at = self.checkpoint.stat().st_mtime if self.checkpoint.exists() else None
+        if saved_at is None:
+            segments = []  # no checkpoint: the fit starts afresh, earlier segments are void
+        segments.append({"started": time.time(), "resumes_from_save_at": saved_at})
+        self.path.write_text(json.dumps(segments))
+        return segments
+
+    def finish(self, segments, last_seconds):
+        """Total useful seconds and the number of segments; removes the ledger."""
+        # A segment stopped before its first save did nothing that lasted.
+        earlier = sum(max(0.0, following["resumes_from_save_at"] - segment["started"])
+                      for segment, following in zip(segments, segments[1:]))
+        self.path.unlink(missing_ok=True)
+        return earlier + last_seconds, len(segments)
+
+
 # Each fits one peer and returns its labels, fields for the record (at least
 # the device) and other labellings to score beside them.
 FITS = {"kmeans": _fit_sklearn, "spectral": _fit_sklearn, "elastic_net": _fit_elastic_net,
@@ -206,12 +246,21 @@ FITS = {"kmeans": _fit_sklearn, "spectral": _fit_sklearn, "elastic_net": _fit_el
         "dec": _fit_clustpy, "idec": _fit_clustpy}
 
 
-def fit_peer(peer, dataset, seed, data_dir, n_samples=None, params=None, device="auto"):
+def fit_peer(peer, dataset, seed, data_dir, n_samples=None, params=None, device="auto",
+             checkpoint_dir=None):
     """Fit one peer on one data set in this process and return its record.
 
     Run by the harness in a fresh process: ``peak_rss_mb`` is this fit's
     (with the runtime and the data), ``rss_before_fit_mb`` what the process
     held before the fit started.
+
+    With ``checkpoint_dir``, the skdsc peers save a checkpoint there every
+    :data:`CHECKPOINT_INTERVAL` seconds, and a fit that was stopped (a
+    timeout, a session's end) resumes from it when the same command runs
+    again: the way to fit the peers that take longer than one sitting. Its
+    ``fit_seconds`` is then the useful time of all segments (see
+    :class:`SegmentLedger`), ``segments`` says how many there were, and
+    ``peak_rss_mb`` is the last segment's (the one that also clusters).
     """
     import sklearn  # noqa: F401  (the same runtime in every peer's process)
     import torch  # noqa: F401
@@ -228,10 +277,21 @@ def fit_peer(peer, dataset, seed, data_dir, n_samples=None, params=None, device=
         baseline = linear_baseline(dataset, data_dir, n_samples)
         return {**record, **{k: baseline[k] for k in ("acc", "nmi", "ari", "fit_seconds")},
                 "peak_rss_mb": peak_rss_mb(), "device": "cpu"}
+    resumable = checkpoint_dir is not None and FITS[peer] is _fit_skdsc
+    extra = {}
+    if resumable:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        checkpoint = Path(checkpoint_dir) / f"{dataset}-{len(X)}-{peer}-seed{seed}.ckpt"
+        ledger = SegmentLedger(checkpoint)
+        segments = ledger.start()
+        extra = {"checkpoint": str(checkpoint)}
     start = time.perf_counter()
     labels, fields, alternatives = FITS[peer](peer, X, n_clusters, image_shape, seed, params,
-                                              device)
+                                              device, **extra)
     seconds = time.perf_counter() - start
+    if resumable:
+        fields["last_segment_seconds"] = seconds
+        seconds, fields["segments"] = ledger.finish(segments, seconds)
     record.update(**scores(y, labels), fit_seconds=seconds, peak_rss_mb=peak_rss_mb(), **fields)
     for name, other in alternatives.items():
         other_scores = scores(y, other)
@@ -239,12 +299,14 @@ def fit_peer(peer, dataset, seed, data_dir, n_samples=None, params=None, device=
     return record
 
 
-def peer_tasks(peers, sets, seeds, data_dir, *, quick=False, device="auto", n_samples=None):
+def peer_tasks(peers, sets, seeds, data_dir, *, quick=False, device="auto", n_samples=None,
+               checkpoint_dir=None):
     """The harness tasks of a peers run (see :class:`harness.Task`).
 
     MNIST is a stratified 10,000 of its 70,000 digits (the same for every
     peer and seed) unless ``n_samples`` says otherwise; a quick run takes at
-    most :data:`QUICK_SAMPLES` of every set.
+    most :data:`QUICK_SAMPLES` of every set. ``checkpoint_dir`` makes the
+    skdsc fits resumable (see :func:`fit_peer`).
     """
     table = QUICK_PARAMS if quick else FULL_PARAMS
     tasks = []
@@ -258,5 +320,5 @@ def peer_tasks(peers, sets, seeds, data_dir, *, quick=False, device="auto", n_sa
                 meta = {"suite": "peers", "peer": peer, "estimator": NAMES[peer],
                         "params": params, "dataset": dataset, "seed": seed}
                 tasks.append(Task(fit_peer, (peer, dataset, seed, str(data_dir), size, params,
-                                             device), meta))
+                                             device, checkpoint_dir), meta))
     return tasks

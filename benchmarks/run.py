@@ -110,6 +110,9 @@ def build_parser():
     peer.add_argument("--peers", nargs="+", default=list(peers.PEERS), choices=peers.PEERS,
                       metavar="PEER", help="peers to run (default: all): "
                                            + ", ".join(peers.PEERS))
+    peer.add_argument("--checkpoint-dir", type=Path,
+                      help="save the skdsc fits' checkpoints here and resume them when the "
+                           "command runs again (fits longer than one sitting; see peers.py)")
 
     scaling = commands.add_parser("scaling", parents=common, help=SUITES["scaling"])
     scaling.add_argument("--kind", choices=["fit", "postprocessing"], default="fit")

@@ -628,7 +628,8 @@ def peers_tasks(args, sets):
     """The peers side by side (see ``peers.py``)."""
     return peers_module.peer_tasks(args.peers, sets, args.seeds, args.data_dir,
                                    quick=args.quick, device=args.device,
-                                   n_samples=args.n_samples)
+                                   n_samples=args.n_samples,
+                                   checkpoint_dir=args.checkpoint_dir)
 
 
 STUDIES = (*FIT_STUDIES, "postprocessing")

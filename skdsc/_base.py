@@ -23,6 +23,7 @@ from ._training import (INFERENCE_CHUNK, encode_all, pretrained_network,
                         train_self_expression)
 from .nn.memory_bank import BANK_UPDATES
 from .nn.momentum import MomentumEncoder
+from .nn.neighbors import NeighborIndex, search_method
 from .nn.self_expression import mean_square_norm
 from .nn.trainer import auto_epochs, batch_plan
 from .spectral import (AFFINITIES, LABEL_ASSIGNMENTS, check_n_components,
@@ -320,6 +321,7 @@ class BaseDeepSubspaceClustering(PortablePickleMixin, ClusterMixin, BaseEstimato
                    for seed, checkpoint in zip(seeds, checkpoints)]
         chosen, agreement = choose_member([member["labels_"] for member in members])
         vars(self).update(members[chosen])
+        vars(self).pop("_embedding_index", None)  # an index of the previous embedding_
         # A refit with n_init=1 leaves no member attributes of an earlier fit.
         for name in ("member_agreement_", "best_member_"):
             vars(self).pop(name, None)
@@ -482,9 +484,24 @@ class BaseDeepSubspaceClustering(PortablePickleMixin, ClusterMixin, BaseEstimato
         codes = torch.as_tensor(self.encode(X), device=self.device_)
         mode = mode_named(self.self_expression_, self.n_nonzero)
         embedding = torch.as_tensor(self.embedding_, device=self.device_)
+        extra = {}
+        if self.self_expression_ == "sparse":
+            extra["index"] = self._neighbor_index(embedding, len(codes))
         labels = mode.predict(codes, self.embedding_, self.labels_, self.n_clusters,
-                              self._ridge_penalty(embedding))
+                              self._ridge_penalty(embedding), **extra)
         return labels.cpu().numpy().astype(np.int64)
+
+    def _neighbor_index(self, embedding, n_queries):
+        """The approximate index of ``embedding_``, or None for an exact search.
+
+        Built by the first ``predict`` large enough for the approximate search
+        (see :func:`~skdsc.nn.nearest_neighbors`) and kept: later calls search
+        the same index instead of training a new one. A new fit drops it.
+        """
+        index = vars(self).get("_embedding_index")
+        if index is None and search_method(embedding, n_queries) == "faiss":
+            index = self._embedding_index = NeighborIndex(embedding, method="faiss")
+        return index
 
 
 def choose_member(labelings):

@@ -457,4 +457,7 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
 
         groups = [{"params": network.encoder.parameters(), "lr": encoder_lr},
                   {"params": network.decoder.parameters(), "lr": self.learning_rate}]
-        return Objective("reconstruction", loss, groups, {}, self._divergence_hint())
+        # The convolutional encoder costs far less than the collectives of a
+        # gather, and draws nothing: every process encodes the whole batch.
+        return Objective("reconstruction", loss, groups, {}, self._divergence_hint(),
+                         encode_whole_batch=True)

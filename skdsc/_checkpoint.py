@@ -63,7 +63,10 @@ class PortablePickleMixin:
     """
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # A copy: the default state is the estimator's own __dict__.
+        state = dict(super().__getstate__())
+        # A search index is rebuilt on demand; faiss indexes do not pickle.
+        state.pop("_embedding_index", None)
         network = state.get("network_")
         if network is not None and next(network.parameters()).device.type != "cpu":
             state["network_"] = copy.deepcopy(network).cpu()

@@ -125,17 +125,21 @@ class SparseMode:
         matrix.sort_indices()
         return matrix
 
-    def predict(self, codes, embedding, labels, n_clusters, penalty):
+    def predict(self, codes, embedding, labels, n_clusters, penalty, index=None):
         """Cluster of each row of ``codes`` by ridge rebuild from its nearest codes.
 
         As in training, each query is expressed against its ``n_nonzero``
-        nearest training codes; nothing larger than ``n x n_nonzero`` is formed.
+        nearest training codes, found in ``index`` (a
+        :class:`~skdsc.nn.NeighborIndex` of ``embedding``) when one is given;
+        nothing larger than ``n x n_nonzero`` is formed.
         """
         bank = torch.as_tensor(embedding, device=codes.device)
         train_labels = torch.as_tensor(labels, device=codes.device)
         # The search and the ridge solves block their own work, so every row
         # is handled in one call each (bank norms and penalty computed once).
-        neighbors = nearest_neighbors(bank, min(self.n_nonzero, len(bank)), queries=codes)
+        n_neighbors = min(self.n_nonzero, len(bank))
+        neighbors = (nearest_neighbors(bank, n_neighbors, queries=codes) if index is None
+                     else index.search(codes, n_neighbors))
         # Rows per block so that the gathered candidates and the per-cluster
         # rebuilds, (block, n_nonzero or n_clusters, n_latent), stay small.
         block = max(1, (1 << 23) // (max(neighbors.shape[1], n_clusters) * bank.shape[1]))

@@ -49,6 +49,12 @@ class Objective(NamedTuple):
         Random generators the loss draws from, by name (saved in checkpoints).
     divergence_hint : str
         Advice given when the loss is not finite.
+    encode_whole_batch : bool, default=False
+        In a data-parallel self-expressive step, every process encodes the
+        whole batch itself instead of gathering the other shares' codes.
+        That saves two collectives a step (the gather and its backward) at
+        the price of encoding the batch on every process: worth it for a
+        small encoder without random draws.
     """
 
     name: str
@@ -56,6 +62,7 @@ class Objective(NamedTuple):
     parameter_groups: list
     generators: dict
     divergence_hint: str
+    encode_whole_batch: bool = False
 
 
 @torch.no_grad()
@@ -246,17 +253,24 @@ def train_self_expression(session, network, layer, bank, inputs, objective, *, m
     coef_optimizer = torch.optim.SparseAdam(layer.parameters(), lr=learning_rate)
     optimizer = torch.optim.Adam(objective.parameter_groups, lr=learning_rate)
     parallel = session.parallel
+    encode_whole_batch = parallel.active and objective.encode_whole_batch
 
     def step(indices):
         parallel.broadcast_buffers_(network)
         share, start = parallel.share(indices)
         x = inputs[share]
-        codes = network.encode(x)
         # The share is expressed against the live codes of the whole batch, so
         # that its gradient reaches the codes of the other shares too.
-        live = parallel.gather_rows_with_grad(codes, len(indices))
+        if encode_whole_batch:
+            live = network.encode(inputs[indices])
+            codes = live[start:start + len(share)]
+        else:
+            codes = network.encode(x)
+            live = parallel.gather_rows_with_grad(codes, len(indices))
         if momentum_encoder is None:
             written = live.detach()
+        elif encode_whole_batch:
+            written = momentum_encoder.encode(inputs[indices], network)
         else:
             written = parallel.gather_rows(momentum_encoder.encode(x, network), len(indices))
         # Every process writes the whole batch, so the banks stay the same.

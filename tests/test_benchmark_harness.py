@@ -67,6 +67,40 @@ def test_peers_table_ratios(quick_records, tmp_path):
         assert "dec: kmeans embedding" in rows
 
 
+def test_stopped_peer_resumes_from_its_checkpoint(quick_records, monkeypatch, tmp_path):
+    """A skdsc peer stopped mid-fit resumes on the next run and counts both segments."""
+    import os
+
+    from skdsc._checkpoint import TrainingSession
+
+    args = ("dsc_full_batch", "digits", 0, "unused", N_SAMPLES,
+            peers.QUICK_PARAMS["dsc_full_batch"], "cpu", tmp_path)
+    original_run = TrainingSession.run
+
+    def stopped(self, step, *, stage, **kwargs):
+        if stage == "self-expression":
+            raise KeyboardInterrupt  # after the phase's first save
+        return original_run(self, step, stage=stage, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainingSession, "run", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            peers.fit_peer(*args)
+    checkpoint = next(tmp_path.glob("*.ckpt"))
+    ledger = json.loads(Path(f"{checkpoint}.segments.json").read_text())
+    # Pretend the first segment's last save came 7 s after it started.
+    saved_at = ledger[0]["started"] + 7.0
+    os.utime(checkpoint, (saved_at, saved_at))
+
+    record = peers.fit_peer(*args)
+    uninterrupted = quick_records["dsc_full_batch"]
+    assert record["segments"] == 2
+    assert record["fit_seconds"] == pytest.approx(7.0 + record["last_segment_seconds"])
+    for metric in ("acc", "nmi", "ari"):
+        assert record[metric] == uninterrupted[metric]
+    assert list(tmp_path.iterdir()) == []  # checkpoint and ledger are gone
+
+
 def test_failed_fit_gives_an_error_record(tmp_path):
     # An unknown peer raises inside the child: the harness records why.
     task = harness.Task(peers.fit_peer, ("no-such-peer", "digits", 0, "unused", N_SAMPLES, {}),

@@ -279,6 +279,36 @@ def test_sparse_pickle_round_trip(four_planes, fitted_sparse):
     np.testing.assert_array_equal(loaded.predict(X), fitted_sparse.predict(X))
 
 
+def test_sparse_predict_builds_its_search_index_once(monkeypatch, four_planes, fitted_sparse):
+    """A predict large enough for faiss indexes embedding_ once; later ones reuse it."""
+    pytest.importorskip("faiss")
+    import skdsc._base as base_module
+
+    X, _ = four_planes
+    model = pickle.loads(pickle.dumps(fitted_sparse))
+    built = []
+
+    class CountedIndex(base_module.NeighborIndex):
+        def __init__(self, *args, **kwargs):
+            built.append(kwargs.get("method"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(base_module, "NeighborIndex", CountedIndex)
+    monkeypatch.setattr(base_module, "search_method", lambda candidates, n_queries: "faiss")
+    first = model.predict(X)
+    second = model.predict(X[::3])
+    assert built == ["faiss"]
+    np.testing.assert_array_equal(second, first[::3])
+    # Pickling leaves the live model's index alone, and the copy builds its own.
+    loaded = pickle.loads(pickle.dumps(model))
+    assert "_embedding_index" in vars(model) and "_embedding_index" not in vars(loaded)
+    np.testing.assert_array_equal(loaded.predict(X), first)
+    assert built == ["faiss", "faiss"]
+    # A new fit drops the index of the old embedding.
+    model.set_params(n_epochs=2).fit(X)
+    assert "_embedding_index" not in vars(model)
+
+
 def test_sparse_contrastive_fit_and_predict(subspace_data):
     X, _ = subspace_data
     model = small_contrastive(self_expression="sparse", n_nonzero=6, refresh_epochs=1,

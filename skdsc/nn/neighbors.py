@@ -106,7 +106,7 @@ def nearest_neighbors(candidates, n_neighbors, *, queries=None, method="auto"):
     _check_n_neighbors(n_neighbors, len(candidates), queries is None)
     n_queries = len(candidates) if queries is None else len(queries)
     if method == "auto":
-        method = _auto_method(candidates, n_queries)
+        method = search_method(candidates, n_queries)
     if method == "exact":
         return _exact_search(candidates, n_neighbors, queries)
     return NeighborIndex(candidates, method="faiss").search(queries, n_neighbors)
@@ -173,7 +173,7 @@ class NeighborIndex:
                 raise ValueError(f"{name} must be None or a positive int, got {value!r}.")
         self.candidates = candidates
         self.n_candidates_ = len(candidates)
-        self.method_ = (_auto_method(candidates, self.n_candidates_) if method == "auto"
+        self.method_ = (search_method(candidates, self.n_candidates_) if method == "auto"
                         else method)
         self._faiss = None
         if self.method_ == "faiss":
@@ -223,8 +223,12 @@ def _check_n_neighbors(n_neighbors, n_candidates, exclude_self):
         raise ValueError(f"n_neighbors must be in [1, {limit}], got {n_neighbors}.")
 
 
-def _auto_method(candidates, n_queries):
-    """``"faiss"`` for a large search that faiss can run where the codes are."""
+def search_method(candidates, n_queries):
+    """The search ``method="auto"`` picks for ``n_queries`` among ``candidates``.
+
+    ``"faiss"`` for a large search that faiss can run where the codes are,
+    ``"exact"`` otherwise.
+    """
     if len(candidates) < _FAISS_MIN_CANDIDATES or n_queries < _FAISS_MIN_QUERIES:
         return "exact"
     # On CUDA without faiss-gpu, the exact search on the GPU beats a CPU index.
