@@ -23,11 +23,12 @@ from ._training import (INFERENCE_CHUNK, encode_all, pretrained_network,
                         train_self_expression)
 from .nn.memory_bank import BANK_UPDATES
 from .nn.momentum import MomentumEncoder
-from .nn.neighbors import NeighborIndex, search_method
+from .nn.neighbors import METHODS as SEARCH_METHODS
+from .nn.neighbors import NeighborIndex, faiss_available, search_method
 from .nn.self_expression import mean_square_norm
 from .nn.trainer import auto_epochs, batch_plan
-from .spectral import (AFFINITIES, LABEL_ASSIGNMENTS, check_n_components,
-                       coefficients_to_labels)
+from .spectral import (AFFINITIES, EIGEN_SOLVERS, LABEL_ASSIGNMENTS, amg_available,
+                       check_n_components, coefficients_to_labels)
 
 
 
@@ -154,6 +155,7 @@ class BaseDeepSubspaceClustering(PortablePickleMixin, ClusterMixin, BaseEstimato
         "lambda_self": [Interval(Real, 0, None, closed="neither")],
         "self_expression": [StrOptions(set(SELF_EXPRESSION_MODES))],
         "n_nonzero": [Interval(Integral, 1, None, closed="left")],
+        "neighbor_search": [StrOptions(set(SEARCH_METHODS))],
         "refresh_epochs": [Interval(Integral, 0, None, closed="left")],
         "bank_update": [StrOptions(set(BANK_UPDATES))],
         "scale_encoder_lr": ["boolean"],
@@ -165,6 +167,7 @@ class BaseDeepSubspaceClustering(PortablePickleMixin, ClusterMixin, BaseEstimato
         "affinity_power": [Interval(Real, 0, None, closed="neither")],
         "assign_labels": [StrOptions(set(LABEL_ASSIGNMENTS))],
         "n_components": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "eigen_solver": [StrOptions(set(EIGEN_SOLVERS))],
         "device": [str],
         "checkpoint_path": [str, os.PathLike, None],
         "checkpoint_interval": [Interval(Real, 0, None, closed="left")],
@@ -176,9 +179,10 @@ class BaseDeepSubspaceClustering(PortablePickleMixin, ClusterMixin, BaseEstimato
 
     @abstractmethod
     def __init__(self, n_clusters, *, image_shape, batch_size, n_epochs, learning_rate,
-                 lambda_coef, lambda_self, self_expression, n_nonzero, refresh_epochs,
-                 bank_update, scale_encoder_lr, bank_momentum, normalize_losses, affinity,
-                 threshold, subspace_dim, affinity_power, assign_labels, n_components, device,
+                 lambda_coef, lambda_self, self_expression, n_nonzero, neighbor_search,
+                 refresh_epochs, bank_update, scale_encoder_lr, bank_momentum, normalize_losses,
+                 affinity, threshold, subspace_dim, affinity_power, assign_labels, n_components,
+                 eigen_solver, device,
                  checkpoint_path, checkpoint_interval, coef_init, n_init, random_state,
                  verbose):
         self.n_clusters = n_clusters
@@ -190,6 +194,7 @@ class BaseDeepSubspaceClustering(PortablePickleMixin, ClusterMixin, BaseEstimato
         self.lambda_self = lambda_self
         self.self_expression = self_expression
         self.n_nonzero = n_nonzero
+        self.neighbor_search = neighbor_search
         self.refresh_epochs = refresh_epochs
         self.bank_update = bank_update
         self.scale_encoder_lr = scale_encoder_lr
@@ -201,6 +206,7 @@ class BaseDeepSubspaceClustering(PortablePickleMixin, ClusterMixin, BaseEstimato
         self.affinity_power = affinity_power
         self.assign_labels = assign_labels
         self.n_components = n_components
+        self.eigen_solver = eigen_solver
         self.device = device
         self.checkpoint_path = checkpoint_path
         self.checkpoint_interval = checkpoint_interval
@@ -251,7 +257,18 @@ class BaseDeepSubspaceClustering(PortablePickleMixin, ClusterMixin, BaseEstimato
             )
         check_n_components(self.n_components, self.n_clusters, self.assign_labels, n_samples)
         mode = resolve_mode(self.self_expression, n_samples, device,
-                            bank_update=self.bank_update, n_nonzero=self.n_nonzero)
+                            bank_update=self.bank_update, n_nonzero=self.n_nonzero,
+                            neighbor_search=self.neighbor_search)
+        if self.neighbor_search == "faiss" and mode.name == "sparse" and not faiss_available():
+            raise ImportError(
+                "neighbor_search='faiss' needs the faiss package: pip install faiss-cpu (or "
+                "pip install 'skdsc[faiss]'), or use neighbor_search='auto' or 'exact'."
+            )
+        if self.eigen_solver == "amg" and not amg_available():
+            raise ImportError(
+                "eigen_solver='amg' needs the pyamg package: pip install pyamg (or pip "
+                "install 'skdsc[amg]'), or use eigen_solver='auto' or 'arpack'."
+            )
         return self._input_shape(X.shape[1]), mode
 
     def _divergence_hint(self):
@@ -343,7 +360,8 @@ class BaseDeepSubspaceClustering(PortablePickleMixin, ClusterMixin, BaseEstimato
         if saved is not None:
             # A random_state that is not an int drew a new seed, and free
             # memory may have changed: keep the interrupted fit's seed and mode.
-            seed, mode = saved["seed"], mode_named(saved["mode"], self.n_nonzero)
+            seed, mode = saved["seed"], mode_named(saved["mode"], self.n_nonzero,
+                                                         self.neighbor_search)
 
         with seeded_torch(seed, device), explained_out_of_memory(self, n_samples, mode.name,
                                                                  device):
@@ -400,6 +418,7 @@ class BaseDeepSubspaceClustering(PortablePickleMixin, ClusterMixin, BaseEstimato
                 threshold=fitted["threshold_"], subspace_dim=self.subspace_dim,
                 power=self.affinity_power, assign_labels=self.assign_labels,
                 n_components=self.n_components, random_state=seed,
+                eigen_solver=self.eigen_solver,
             )
         fitted["affinity_matrix_"], fitted["labels_"] = parallel.broadcast_object(clusters)
         return fitted
@@ -482,7 +501,7 @@ class BaseDeepSubspaceClustering(PortablePickleMixin, ClusterMixin, BaseEstimato
             Cluster index of each row.
         """
         codes = torch.as_tensor(self.encode(X), device=self.device_)
-        mode = mode_named(self.self_expression_, self.n_nonzero)
+        mode = mode_named(self.self_expression_, self.n_nonzero, self.neighbor_search)
         embedding = torch.as_tensor(self.embedding_, device=self.device_)
         extra = {}
         if self.self_expression_ == "sparse":
@@ -498,8 +517,11 @@ class BaseDeepSubspaceClustering(PortablePickleMixin, ClusterMixin, BaseEstimato
         (see :func:`~skdsc.nn.nearest_neighbors`) and kept: later calls search
         the same index instead of training a new one. A new fit drops it.
         """
+        method = self.neighbor_search
+        if method == "exact":
+            return None
         index = vars(self).get("_embedding_index")
-        if index is None and search_method(embedding, n_queries) == "faiss":
+        if index is None and "faiss" in (method, search_method(embedding, n_queries)):
             index = self._embedding_index = NeighborIndex(embedding, method="faiss")
         return index
 

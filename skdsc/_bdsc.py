@@ -146,6 +146,14 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         :class:`MemoryError` with the estimate before any training.
     n_nonzero : int, default=32
         Candidates per sample in the sparse mode (at most ``n_samples - 1``).
+    neighbor_search : {"auto", "exact", "faiss"}, default="auto"
+        How the sparse mode finds each sample's candidates (after pretraining,
+        at every refresh) and ``predict`` its rows' nearest training codes:
+        ``"exact"`` compares every pair of codes; ``"faiss"`` searches an
+        approximate index (the ``faiss-cpu`` package; see
+        :class:`skdsc.nn.NeighborIndex`), which ``predict`` builds once and
+        keeps; ``"auto"`` is ``"faiss"`` for searches among at least 20,000
+        codes when faiss is installed, ``"exact"`` otherwise.
     refresh_epochs : int, default=10
         In the sparse mode, epochs between two searches for the candidates in
         the current memory bank, so that they follow the encoder; a kept
@@ -202,6 +210,12 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         another, stretched cluster takes an eigenvector for a cut through
         itself; ``"cluster_qr"`` needs exactly ``n_clusters`` (see
         :func:`skdsc.spectral.spectral_labels`).
+    eigen_solver : {"auto", "arpack", "amg"}, default="auto"
+        Eigensolver of the spectral embedding: ARPACK, or LOBPCG
+        preconditioned by algebraic multigrid (the ``pyamg`` package), far
+        faster on large sparse affinities. ``"auto"`` is ``"amg"`` for sparse
+        affinities of at least 100,000 samples when pyamg is installed,
+        ``"arpack"`` otherwise (see :func:`skdsc.spectral.spectral_labels`).
     device : {"auto", "cpu", "cuda"} or str, default="auto"
         Training device; ``"auto"`` uses CUDA when present.
     checkpoint_path : str, os.PathLike or None, default=None
@@ -332,22 +346,24 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
                  n_epochs="auto", n_pretrain_epochs="auto", pretrain_augmentation=None,
                  learning_rate=3e-3,
                  lambda_coef=1.0, lambda_self=10.0, self_expression="auto", n_nonzero=32,
-                 refresh_epochs=10, bank_update="index",
+                 neighbor_search="auto", refresh_epochs=10, bank_update="index",
                  scale_encoder_lr=True, bank_momentum=0.0, normalize_losses=True,
                  affinity="auto", threshold="auto", subspace_dim=6,
                  affinity_power=4.0, assign_labels="kmeans", n_components="auto",
-                 device="auto", checkpoint_path=None, checkpoint_interval=60.0, coef_init="ridge",
-                 n_init=1,
-                 random_state=None, verbose=0):
+                 eigen_solver="auto", device="auto", checkpoint_path=None,
+                 checkpoint_interval=60.0, coef_init="ridge", n_init=1, random_state=None,
+                 verbose=0):
         super().__init__(
             n_clusters, image_shape=image_shape, batch_size=batch_size,
             n_epochs=n_epochs, learning_rate=learning_rate, lambda_coef=lambda_coef,
             lambda_self=lambda_self, self_expression=self_expression, n_nonzero=n_nonzero,
+            neighbor_search=neighbor_search,
             refresh_epochs=refresh_epochs, bank_update=bank_update,
             scale_encoder_lr=scale_encoder_lr, bank_momentum=bank_momentum,
             normalize_losses=normalize_losses, affinity=affinity, threshold=threshold,
             subspace_dim=subspace_dim, affinity_power=affinity_power,
-            assign_labels=assign_labels, n_components=n_components, device=device,
+            assign_labels=assign_labels, n_components=n_components,
+            eigen_solver=eigen_solver, device=device,
             checkpoint_path=checkpoint_path, checkpoint_interval=checkpoint_interval,
             n_init=n_init, coef_init=coef_init,
             random_state=random_state, verbose=verbose,

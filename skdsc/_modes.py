@@ -93,13 +93,15 @@ class SparseMode:
     threshold = 1.0
     refreshes = True
 
-    def __init__(self, n_nonzero):
+    def __init__(self, n_nonzero, neighbor_search="auto"):
         self.n_nonzero = n_nonzero
+        self.neighbor_search = neighbor_search
 
     def layer(self, bank):
         """A new :class:`~skdsc.nn.SparseSelfExpression` over the nearest codes."""
         n_candidates = min(self.n_nonzero, bank.n_slots - 1)
-        return SparseSelfExpression(nearest_neighbors(bank.codes, n_candidates))
+        return SparseSelfExpression(nearest_neighbors(bank.codes, n_candidates,
+                                                      method=self.neighbor_search))
 
     def restored_layer(self, state, bank):
         """A layer over the checkpointed candidates (values are loaded later)."""
@@ -110,7 +112,8 @@ class SparseMode:
 
         Every process of ``parallel`` takes the first one's candidates.
         """
-        neighbors = parallel.broadcast_(nearest_neighbors(bank.codes, layer.neighbors.shape[1]))
+        neighbors = parallel.broadcast_(nearest_neighbors(
+            bank.codes, layer.neighbors.shape[1], method=self.neighbor_search))
         return layer.refresh(neighbors, optimizer)
 
     def coefficient_matrix(self, layer):
@@ -138,8 +141,9 @@ class SparseMode:
         # The search and the ridge solves block their own work, so every row
         # is handled in one call each (bank norms and penalty computed once).
         n_neighbors = min(self.n_nonzero, len(bank))
-        neighbors = (nearest_neighbors(bank, n_neighbors, queries=codes) if index is None
-                     else index.search(codes, n_neighbors))
+        neighbors = (nearest_neighbors(bank, n_neighbors, queries=codes,
+                                       method=self.neighbor_search)
+                     if index is None else index.search(codes, n_neighbors))
         # Rows per block so that the gathered candidates and the per-cluster
         # rebuilds, (block, n_nonzero or n_clusters, n_latent), stay small.
         block = max(1, (1 << 23) // (max(neighbors.shape[1], n_clusters) * bank.shape[1]))
@@ -157,12 +161,13 @@ class SparseMode:
         return predicted
 
 
-def mode_named(name, n_nonzero):
+def mode_named(name, n_nonzero, neighbor_search="auto"):
     """The mode object of a resolved mode name (``"dense"`` or ``"sparse"``)."""
-    return DenseMode() if name == "dense" else SparseMode(n_nonzero)
+    return DenseMode() if name == "dense" else SparseMode(n_nonzero, neighbor_search)
 
 
-def resolve_mode(self_expression, n_samples, device, *, bank_update, n_nonzero):
+def resolve_mode(self_expression, n_samples, device, *, bank_update, n_nonzero,
+                 neighbor_search="auto"):
     """The mode a fit trains with, checked before any training.
 
     ``self_expression="auto"`` is resolved by the free memory (see
@@ -174,7 +179,7 @@ def resolve_mode(self_expression, n_samples, device, *, bank_update, n_nonzero):
             "self_expression='sparse' needs bank_update='index' (candidates are "
             f"looked up by sample), got bank_update={bank_update!r}."
         )
-    return mode_named(name, n_nonzero)
+    return mode_named(name, n_nonzero, neighbor_search)
 
 
 def _ridge_projection(bank, penalty):

@@ -484,6 +484,11 @@ def _resolve_eigen_solver(eigen_solver, affinity_matrix):
     return eigen_solver
 
 
+def amg_available():
+    """Whether pyamg is installed, so that ``eigen_solver="amg"`` can run."""
+    return _import_pyamg(required=False) is not None
+
+
 def _import_pyamg(required=True):
     try:
         return importlib.import_module("pyamg")

@@ -1,5 +1,7 @@
 """Errors a user can cause: each names the input or parameter at fault."""
 
+import sys
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -223,6 +225,7 @@ def test_unusual_kernel_sizes_fit(make_estimator, subspace_data, kernel_sizes):
     ("hidden_channels", "wide"), ("kernel_sizes", "big"), ("n_epochs", "many"),
     ("n_pretrain_epochs", "auto-ish"), ("bank_momentum", 1.0), ("bank_momentum", -0.1),
     ("normalize_losses", "yes"), ("n_init", 0), ("n_init", 1.5),
+    ("neighbor_search", "annoy"), ("eigen_solver", "lobpcg"),
 ])
 def test_invalid_parameter_values(make_estimator, subspace_data, name, value):
     """Each invalid value is reported with the parameter's name, before training."""
@@ -265,6 +268,22 @@ def test_data_dependent_checks_run_before_training(subspace_data, monkeypatch, f
     monkeypatch.setattr(base_module, "pretrained_network", _must_not_train)
     with pytest.raises(ValueError, match=message):
         factory(image_shape=image_shape, **params).fit(X)
+
+
+@pytest.mark.parametrize("params, module, message", [
+    (dict(self_expression="sparse", neighbor_search="faiss"), "faiss",
+     "neighbor_search='faiss' needs the faiss package"),
+    (dict(eigen_solver="amg"), "pyamg", "eigen_solver='amg' needs the pyamg package"),
+])
+def test_missing_optional_dependency_fails_before_training(any_estimator, subspace_data,
+                                                           monkeypatch, params, module, message):
+    """A solver whose package is missing is named, with the install, before any training."""
+    make_estimator, _ = any_estimator
+    X, _ = subspace_data
+    monkeypatch.setitem(sys.modules, module, None)  # not importable, installed or not
+    monkeypatch.setattr(base_module, "pretrained_network", _must_not_train)
+    with pytest.raises(ImportError, match=message):
+        make_estimator(**params).fit(X)
 
 
 def _must_not_train(*args, **kwargs):

@@ -309,6 +309,36 @@ def test_sparse_predict_builds_its_search_index_once(monkeypatch, four_planes, f
     assert "_embedding_index" not in vars(model)
 
 
+def test_search_and_eigensolver_reach_every_step(monkeypatch, subspace_data):
+    """neighbor_search goes to the first search, the refreshes and predict;
+    eigen_solver to the post-processing."""
+    import skdsc._base as base_module
+    import skdsc._modes as modes
+
+    X, _ = subspace_data
+    methods, solvers = [], []
+    search, cluster = modes.nearest_neighbors, base_module.coefficients_to_labels
+
+    def recorded_search(*args, method="auto", **kwargs):
+        methods.append(method)
+        return search(*args, method=method, **kwargs)
+
+    def recorded_clustering(*args, eigen_solver="auto", **kwargs):
+        solvers.append(eigen_solver)
+        return cluster(*args, eigen_solver=eigen_solver, **kwargs)
+
+    monkeypatch.setattr(modes, "nearest_neighbors", recorded_search)
+    monkeypatch.setattr(base_module, "coefficients_to_labels", recorded_clustering)
+    model = MiniBatchDeepSubspaceClustering(
+        **dict(ACCURATE_PARAMS, n_clusters=3, batch_size=20, n_epochs=4, refresh_epochs=2,
+               self_expression="sparse", n_nonzero=8, neighbor_search="exact",
+               eigen_solver="arpack")).fit(X)
+    model.predict(X[:5])
+    # First search, one refresh (epoch 2; none after the last epoch), predict.
+    assert methods == ["exact"] * 3
+    assert solvers == ["arpack"]
+
+
 def test_sparse_contrastive_fit_and_predict(subspace_data):
     X, _ = subspace_data
     model = small_contrastive(self_expression="sparse", n_nonzero=6, refresh_epochs=1,
