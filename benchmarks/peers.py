@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import Task, peak_rss_mb, resident_mb
-from protocol import ALL_SETS, linear_baseline, load, scores
+from protocol import ALL_SETS, _commit, linear_baseline, load, scores
 
 # Peers whose result does not depend on the seed: fitted once, seed 0.
 DETERMINISTIC = ("ridge", "elastic_net")
@@ -220,13 +220,24 @@ class SegmentLedger:
         self.path = Path(f"{checkpoint}.segments.json")
         self.checkpoint = Path(checkpoint)
 
-    def start(self):
-        """Note a segment's start, and how far the checkpoint it resumes from got."""
+    def start(self, commit):
+        """Note a segment's start, and how far the checkpoint it resumes from got.
+
+        Raises RuntimeError when the checkpoint was written by another commit:
+        one fit must not mix two versions of the code.
+        """
         segments = json.loads(self.path.read_text()) if self.path.exists() else []
         saved_at = self.checkpoint.stat().st_mtime if self.checkpoint.exists() else None
         if saved_at is None:
             segments = []  # no checkpoint: the fit starts afresh, earlier segments are void
-        segments.append({"started": time.time(), "resumes_from_save_at": saved_at})
+        elif segments and segments[0]["commit"] != commit:
+            raise RuntimeError(
+                f"{self.checkpoint} was written at commit {segments[0]['commit']}, this is "
+                f"{commit}: resume it from a checkout of that commit, or delete it and its "
+                f"{self.path.name} to start afresh."
+            )
+        segments.append({"started": time.time(), "resumes_from_save_at": saved_at,
+                         "commit": commit})
         self.path.write_text(json.dumps(segments))
         return segments
 
@@ -283,7 +294,7 @@ def fit_peer(peer, dataset, seed, data_dir, n_samples=None, params=None, device=
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
         checkpoint = Path(checkpoint_dir) / f"{dataset}-{len(X)}-{peer}-seed{seed}.ckpt"
         ledger = SegmentLedger(checkpoint)
-        segments = ledger.start()
+        segments = ledger.start(_commit())
         extra = {"checkpoint": str(checkpoint)}
     start = time.perf_counter()
     labels, fields, alternatives = FITS[peer](peer, X, n_clusters, image_shape, seed, params,

@@ -92,6 +92,14 @@ def test_stopped_peer_resumes_from_its_checkpoint(quick_records, monkeypatch, tm
     saved_at = ledger[0]["started"] + 7.0
     os.utime(checkpoint, (saved_at, saved_at))
 
+    # Another commit may not resume it.
+    ledger[0]["commit"] = "0000000"
+    Path(f"{checkpoint}.segments.json").write_text(json.dumps(ledger))
+    with pytest.raises(RuntimeError, match="written at commit 0000000"):
+        peers.fit_peer(*args)
+    ledger[0]["commit"] = peers._commit()
+    Path(f"{checkpoint}.segments.json").write_text(json.dumps(ledger[:1]))
+
     record = peers.fit_peer(*args)
     uninterrupted = quick_records["dsc_full_batch"]
     assert record["segments"] == 2
