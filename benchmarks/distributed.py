@@ -6,7 +6,9 @@ process with ``--threads`` threads (one by default), one run after the
 other. A record per run is appended to ``results/distributed.jsonl``: fit
 wall time (the slowest process), peak RSS of every process, ACC/NMI, and for
 the multi-process runs the speed-up over the single process of the same
-invocation and the adjusted Rand index between their labels::
+invocation, the adjusted Rand index between their labels and how their
+per-epoch self-expression losses drift apart (the first epoch at which they
+differ by more than 1e-3 relative, and the largest relative difference)::
 
     python benchmarks/distributed.py --sets coil20 --processes 2
     python benchmarks/distributed.py --sets mnist --n-samples 20000 --processes 2
@@ -52,10 +54,12 @@ def worker(args):
     seconds = time.perf_counter() - start
     rank = int(os.environ.get("RANK", 0))
     np.save(Path(args.out) / f"labels.{rank}.npy", model.labels_)
+    losses = [record["loss"] for record in model.history_
+              if record.get("phase") == "self-expression" and "loss" in record]
     with open(Path(args.out) / f"rank.{rank}.json", "w") as file:
         json.dump({"rank": rank, "fit_seconds": seconds, "mode": model.self_expression_,
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                   **scores(y, model.labels_)}, file)
+                   "losses": losses, **scores(y, model.labels_)}, file)
 
 
 def run(args, dataset, n_processes, out):
@@ -76,6 +80,18 @@ def run(args, dataset, n_processes, out):
     ranks = [json.loads((Path(out) / f"rank.{rank}.json").read_text())
              for rank in range(n_processes)]
     return ranks, np.load(Path(out) / "labels.0.npy"), launch_seconds, load_before
+
+
+def loss_agreement(single, several):
+    """How the per-epoch self-expression losses of two runs drift apart.
+
+    Returns the first epoch at which they differ by more than 1e-3 relative
+    (None if never), and the largest relative difference.
+    """
+    single, several = np.asarray(single), np.asarray(several)
+    relative = np.abs(several - single) / np.maximum(np.abs(single), 1e-300)
+    apart = np.flatnonzero(relative > 1e-3)
+    return (int(apart[0]) + 1 if len(apart) else None), float(relative.max(initial=0.0))
 
 
 def ceiling(args, dataset, out):
@@ -140,7 +156,10 @@ def main():
             }
             if n_processes == 1:
                 single_seconds, single_labels = record["fit_seconds"], labels
+                single_losses = ranks[0]["losses"]
             else:
+                record["losses_apart_from_epoch"], record["loss_max_relative_difference"] = (
+                    loss_agreement(single_losses, ranks[0]["losses"]))
                 record["speedup"] = single_seconds / record["fit_seconds"]
                 record["time_ratio"] = record["fit_seconds"] / single_seconds
                 record["ari_vs_single"] = float(adjusted_rand_score(single_labels, labels))
