@@ -176,9 +176,10 @@ def settings_table(path):
 
 def distributed_table(path):
     """One process against several on the same fit, run side by side (distributed.py)."""
-    header = ["data", "n", "mode", "processes x threads", "fit (s)", "time / 1 process",
-              "peak RSS per process (MB)", "ACC", "NMI", "labels vs 1 process (ARI)",
-              "load before", "commit"]
+    header = ["data", "n", "mode", "seed", "processes x threads", "fit (s)",
+              "time / 1 process", "peak RSS per process (MB)", "ACC", "NMI",
+              "labels vs 1 process (ARI)", "losses 1e-3 apart from epoch", "load before",
+              "commit"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for record in read_records(path):
         if record.get("kind") == "ceiling":
@@ -186,11 +187,11 @@ def distributed_table(path):
         ratio = record.get("time_ratio")
         rows.append(
             f"| {record['dataset']} | {record['n_samples'] or 'all'} | {record['mode']} | "
-            f"{record['processes']} x {record['threads_per_process']} | "
+            f"{record['seed']} | {record['processes']} x {record['threads_per_process']} | "
             f"{record['fit_seconds']:.1f} | {'1' if ratio is None else f'{ratio:.2f}'} | "
             f"{', '.join(f'{rss:,.0f}' for rss in record['peak_rss_mb'])} | "
             f"{record['acc']:.3f} | {record['nmi']:.3f} | "
-            f"{'—' if ratio is None else _ari_cell(record)} | "
+            f"{'—' if ratio is None else _ari_cell(record)} | {_drift_cell(record)} | "
             f"{record.get('load_average_before', float('nan')):.1f} | {record['commit']} |")
     return "\n".join(rows)
 
@@ -209,6 +210,14 @@ def distributed_ceiling_table(path):
             f"{record['slowdown']:.2f} | {record['load_average_before']:.1f} | "
             f"{record['commit']} |")
     return "\n".join(rows)
+
+
+def _drift_cell(record):
+    """Epoch at which the self-expression losses drift apart; "never" or "—"."""
+    if "losses_apart_from_epoch" not in record:
+        return "—"  # a single-process row, or a record from before it was kept
+    epoch = record["losses_apart_from_epoch"]
+    return "never" if epoch is None else str(epoch)
 
 
 def _ari_cell(record):
