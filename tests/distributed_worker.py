@@ -17,7 +17,7 @@ import numpy as np
 from skdsc import ContrastiveDSC, MiniBatchDeepSubspaceClustering
 from skdsc._checkpoint import TrainingSession
 from skdsc.datasets import make_subspaces
-from skdsc.distributed import init_process_group
+from skdsc.distributed import DataParallelGroup, init_process_group
 
 ESTIMATORS = {"bdsc": MiniBatchDeepSubspaceClustering, "contrastive": ContrastiveDSC}
 
@@ -52,9 +52,23 @@ def misbehave(config, rank):
         TrainingSession.run = run
 
 
+def count_gathers():
+    """Count the differentiable gathers of live codes (how a step shares the codes)."""
+    calls = {"n": 0}
+    original = DataParallelGroup.gather_rows_with_grad
+
+    def counted(self, *args, **kwargs):
+        calls["n"] += 1
+        return original(self, *args, **kwargs)
+
+    DataParallelGroup.gather_rows_with_grad = counted
+    return calls
+
+
 def main():
     config = json.loads(sys.argv[1])
     rank = int(os.environ["RANK"])
+    gathers = count_gathers()
     if config.get("join", True):
         init_process_group(timeout=config.get("timeout", 60))
     # Otherwise the estimator joins torchrun's process group by itself.
@@ -70,7 +84,8 @@ def main():
                   "history": [{k: v for k, v in record.items() if k != "seconds"}
                               for record in model.history_],
                   "parameters": [p.detach().numpy().copy()
-                                 for p in model.network_.parameters()]}
+                                 for p in model.network_.parameters()],
+                  "gathers_with_grad": gathers["n"]}
     except (Exception, KeyboardInterrupt) as exc:
         result = {"error": f"{type(exc).__name__}: {exc}"}
     with open(f"{config['out']}.{rank}", "wb") as file:

@@ -108,6 +108,8 @@ def test_two_processes_give_the_single_process_fit(tmp_path, mode):
     first, second = fit_in_two_processes({"estimator": "bdsc", "params": params, **SEPARABLE},
                                          tmp_path)
     assert_same_fit(first, second)
+    # Every process encodes the whole batch: no gather of live codes.
+    assert first["gathers_with_grad"] == 0
     X, _ = data(SEPARABLE)
     single = MiniBatchDeepSubspaceClustering(**params).fit(X)
     assert_array_equal(first["labels"], single.labels_)
@@ -128,6 +130,9 @@ def test_contrastive_in_two_processes(tmp_path):
     first, second = fit_in_two_processes({"estimator": "contrastive", "params": CONTRASTIVE},
                                          tmp_path)
     assert_same_fit(first, second)
+    # Its encoder is the bulk of a step: each process encodes its share and
+    # gathers the others' codes.
+    assert first["gathers_with_grad"] > 0
     single = ContrastiveDSC(**CONTRASTIVE).fit(X)
     assert first["labels"].shape == single.labels_.shape
     assert adjusted_rand_score(y, first["labels"]) >= adjusted_rand_score(y, single.labels_) - 0.1
