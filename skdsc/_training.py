@@ -50,11 +50,14 @@ class Objective(NamedTuple):
     divergence_hint : str
         Advice given when the loss is not finite.
     encode_whole_batch : bool, default=False
-        In a data-parallel self-expressive step, every process encodes the
-        whole batch itself instead of gathering the other shares' codes.
-        That saves two collectives a step (the gather and its backward) at
-        the price of encoding the batch on every process: worth it for a
-        small encoder without random draws.
+        In a data-parallel self-expressive step of the dense mode, every
+        process encodes the whole batch itself instead of gathering the other
+        shares' codes. That saves two collectives a step (the gather and its
+        backward) at the price of encoding the batch on every process: worth
+        it for a small encoder without random draws, next to dense rows that
+        each multiply the whole bank. In the sparse mode a row touches only
+        ``n_nonzero`` codes, the network is most of a step, and the codes
+        are gathered whatever this says.
     """
 
     name: str
@@ -253,7 +256,8 @@ def train_self_expression(session, network, layer, bank, inputs, objective, *, m
     coef_optimizer = torch.optim.SparseAdam(layer.parameters(), lr=learning_rate)
     optimizer = torch.optim.Adam(objective.parameter_groups, lr=learning_rate)
     parallel = session.parallel
-    encode_whole_batch = parallel.active and objective.encode_whole_batch
+    encode_whole_batch = (parallel.active and objective.encode_whole_batch
+                          and mode.name == "dense")
 
     def step(indices):
         parallel.broadcast_buffers_(network)

@@ -74,7 +74,9 @@ class DenseSelfExpression(nn.Module):
             The coefficient rows used (for the coefficient penalty).
         """
         rows = self.rows(indices)
-        by_slot = rows[:, bank.owners]
+        # Slot j holds sample j in an "index" bank: no reordering to pay for
+        # (a copy of the rows and, backwards, a scatter of their gradient).
+        by_slot = rows if bank.update == "index" else rows[:, bank.owners]
         expressed = by_slot @ bank.codes
         # Straight-through term: zero in value, it routes the gradient of the
         # batch's own columns into the live codes (and so into the encoder).
