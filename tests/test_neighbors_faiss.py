@@ -98,9 +98,9 @@ def test_index_search_rejects_impossible_counts(k):
 def test_auto_is_exact_for_small_n():
     codes = torch.randn(neighbors_module._FAISS_MIN_CANDIDATES - 1, 4)
     assert NeighborIndex(codes).method_ == "exact"
-    assert neighbors_module._auto_method(codes, len(codes)) == "exact"
+    assert neighbors_module.search_method(codes, len(codes)) == "exact"
     # Few queries among many candidates: exact too.
-    assert neighbors_module._auto_method(
+    assert neighbors_module.search_method(
         torch.empty(neighbors_module._FAISS_MIN_CANDIDATES, 4),
         neighbors_module._FAISS_MIN_QUERIES - 1) == "exact"
 
