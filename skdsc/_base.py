@@ -360,8 +360,8 @@ class BaseDeepSubspaceClustering(PortablePickleMixin, ClusterMixin, BaseEstimato
         if saved is not None:
             # A random_state that is not an int drew a new seed, and free
             # memory may have changed: keep the interrupted fit's seed and mode.
-            seed, mode = saved["seed"], mode_named(saved["mode"], self.n_nonzero,
-                                                         self.neighbor_search)
+            seed = saved["seed"]
+            mode = mode_named(saved["mode"], self.n_nonzero, self.neighbor_search)
 
         with seeded_torch(seed, device), explained_out_of_memory(self, n_samples, mode.name,
                                                                  device):

@@ -474,6 +474,7 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
         groups = [{"params": network.encoder.parameters(), "lr": encoder_lr},
                   {"params": network.decoder.parameters(), "lr": self.learning_rate}]
         # The convolutional encoder costs far less than the collectives of a
-        # gather, and draws nothing: every process encodes the whole batch.
+        # gather, and draws nothing: in a data-parallel dense step every
+        # process encodes the whole batch.
         return Objective("reconstruction", loss, groups, {}, self._divergence_hint(),
                          encode_whole_batch=True)
