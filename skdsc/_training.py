@@ -20,14 +20,23 @@ from typing import Callable, NamedTuple
 
 import torch
 from sklearn.exceptions import ConvergenceWarning
+from torch.utils.flop_counter import FlopCounterMode
 
 from .nn.losses import coefficient_loss, self_expression_loss
+from .distributed import DataParallelGroup
 from .nn.memory_bank import MemoryBank
+from .nn.trainer import batch_plan
 
 # Rows encoded at once outside training (prediction, bank refresh).
 INFERENCE_CHUNK = 1024
 # Initialisations tried when pretraining leaves codes that cannot be clustered.
 MAX_INITIALISATIONS = 3
+# A data-parallel pretraining step is split across the processes only when the
+# forward pass of a batch costs at least this many FLOPs. Below it, the
+# all-reduce of the gradients that a split step needs (about a millisecond
+# over gloo) costs more than the half of the work it saves, and every process
+# computes the whole step instead: the same arithmetic as a single process.
+MIN_SPLIT_FLOPS = 1e8
 
 
 class Objective(NamedTuple):
@@ -116,10 +125,36 @@ def _share_terms(terms, share, indices, parallel):
     return {name: value * (len(share) / len(indices)) for name, value in terms.items()}
 
 
+def batch_forward_flops(network, inputs, batch_size):
+    """FLOPs of ``network``'s forward pass on one batch of ``inputs``.
+
+    Counted on one sample in eval mode (so that nothing is drawn or updated)
+    and scaled to the batch; the count is of the arithmetic, not a timing, so
+    every process and every run comes to the same number.
+    """
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            network(inputs[:1])
+    finally:
+        network.train(was_training)
+    return counter.get_total_flops() * batch_plan(len(inputs), batch_size)[0]
+
+
 def pretrain(session, network, inputs, objective, *, learning_rate, n_epochs):
-    """Train ``network`` on ``objective.loss(x)`` with Adam for ``n_epochs`` epochs."""
+    """Train ``network`` on ``objective.loss(x)`` with Adam for ``n_epochs`` epochs.
+
+    In a data-parallel fit each process takes its share of every batch and the
+    gradients are summed, unless the network is so cheap that the sum costs
+    more than the split saves (:data:`MIN_SPLIT_FLOPS`): then every process
+    runs the whole step, exactly as a single process would.
+    """
     optimizer = torch.optim.Adam(objective.parameter_groups, lr=learning_rate)
     parallel = session.parallel
+    if parallel.active and (batch_forward_flops(network, inputs, session.batch_size)
+                            < MIN_SPLIT_FLOPS):
+        parallel = DataParallelGroup()
 
     def step(indices):
         parallel.broadcast_buffers_(network)

@@ -102,7 +102,7 @@ def test_two_processes_give_the_single_process_fit(tmp_path, mode):
     """Each process trains on half of every batch; the fit is the single-process one.
 
     Gradients are summed in another order, so the numbers agree to rounding,
-    and the labels exactly.
+    and the partition exactly (the clusters may be numbered otherwise).
     """
     params = dict(TRAINED, self_expression=mode, n_nonzero=8, refresh_epochs=5)
     first, second = fit_in_two_processes({"estimator": "bdsc", "params": params, **SEPARABLE},
@@ -113,12 +113,18 @@ def test_two_processes_give_the_single_process_fit(tmp_path, mode):
     assert (first["gathers_with_grad"] == 0) == (mode == "dense")
     X, _ = data(SEPARABLE)
     single = MiniBatchDeepSubspaceClustering(**params).fit(X)
-    assert_array_equal(first["labels"], single.labels_)
+    assert adjusted_rand_score(first["labels"], single.labels_) == 1.0
     assert_allclose(dense(first["coef"]), dense(single.coef_), atol=5e-3)
     assert_allclose(first["embedding"], single.embedding_, atol=2e-3)
     losses = [record["loss"] for record in first["history"] if "loss" in record]
     single_losses = [record["loss"] for record in single.history_ if "loss" in record]
     assert_allclose(losses, single_losses, rtol=1e-3)
+    # A network this small pretrains whole in every process: no split, no
+    # all-reduce, the single process's arithmetic to the last bit.
+    pretraining = [record["loss"] for record in first["history"]
+                   if record.get("phase") == "pretrain"]
+    assert pretraining == [record["loss"] for record in single.history_
+                           if record.get("phase") == "pretrain"]
 
 
 def test_contrastive_in_two_processes(tmp_path):
