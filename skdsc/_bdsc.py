@@ -473,8 +473,9 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
 
         groups = [{"params": network.encoder.parameters(), "lr": encoder_lr},
                   {"params": network.decoder.parameters(), "lr": self.learning_rate}]
-        # The convolutional encoder costs far less than the collectives of a
-        # gather, and draws nothing: in a data-parallel dense step every
-        # process encodes the whole batch.
+        # The autoencoder costs far less than summing its gradients, and draws
+        # nothing: in a data-parallel dense step every process runs it on the
+        # whole batch and only the rows of the products with the bank are
+        # shared out.
         return Objective("reconstruction", loss, groups, {}, self._divergence_hint(),
-                         encode_whole_batch=True)
+                         replicate_network=True)

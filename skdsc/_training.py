@@ -58,15 +58,16 @@ class Objective(NamedTuple):
         Random generators the loss draws from, by name (saved in checkpoints).
     divergence_hint : str
         Advice given when the loss is not finite.
-    encode_whole_batch : bool, default=False
+    replicate_network : bool, default=False
         In a data-parallel self-expressive step of the dense mode, every
-        process encodes the whole batch itself instead of gathering the other
-        shares' codes. That saves two collectives a step (the gather and its
-        backward) at the price of encoding the batch on every process: worth
-        it for a small encoder without random draws, next to dense rows that
-        each multiply the whole bank. In the sparse mode a row touches only
-        ``n_nonzero`` codes, the network is most of a step, and the codes
-        are gathered whatever this says.
+        process runs the network and the losses on the whole batch itself, and
+        only the rows of the two products with the bank (forward and
+        backward), the bulk of a dense step, are shared out. No gradient is
+        summed, and the step is the single process's to the last bit where
+        the matrix product computes each row on its own (the CPU's BLAS).
+        Worth it for a small network without random draws. In the sparse mode
+        a row touches only ``n_nonzero`` codes, the network is most of a step,
+        and it is split whatever this says.
     """
 
     name: str
@@ -74,7 +75,7 @@ class Objective(NamedTuple):
     parameter_groups: list
     generators: dict
     divergence_hint: str
-    encode_whole_batch: bool = False
+    replicate_network: bool = False
 
 
 @torch.no_grad()
@@ -290,31 +291,29 @@ def train_self_expression(session, network, layer, bank, inputs, objective, *, m
     """
     coef_optimizer = torch.optim.SparseAdam(layer.parameters(), lr=learning_rate)
     optimizer = torch.optim.Adam(objective.parameter_groups, lr=learning_rate)
-    parallel = session.parallel
-    encode_whole_batch = (parallel.active and objective.encode_whole_batch
-                          and mode.name == "dense")
+    parallel = step_parallel = session.parallel
+    # Every process runs the whole step (a single process's) and the layer
+    # shares out the rows of its products with the bank (replicate_network).
+    split = {}
+    if parallel.active and objective.replicate_network and mode.name == "dense":
+        split, step_parallel = {"parallel": parallel}, DataParallelGroup()
 
     def step(indices):
-        parallel.broadcast_buffers_(network)
-        share, start = parallel.share(indices)
+        step_parallel.broadcast_buffers_(network)
+        share, start = step_parallel.share(indices)
         x = inputs[share]
+        codes = network.encode(x)
         # The share is expressed against the live codes of the whole batch, so
         # that its gradient reaches the codes of the other shares too.
-        if encode_whole_batch:
-            live = network.encode(inputs[indices])
-            codes = live[start:start + len(share)]
-        else:
-            codes = network.encode(x)
-            live = parallel.gather_rows_with_grad(codes, len(indices))
+        live = step_parallel.gather_rows_with_grad(codes, len(indices))
         if momentum_encoder is None:
             written = live.detach()
-        elif encode_whole_batch:
-            written = momentum_encoder.encode(inputs[indices], network)
         else:
-            written = parallel.gather_rows(momentum_encoder.encode(x, network), len(indices))
+            written = step_parallel.gather_rows(momentum_encoder.encode(x, network),
+                                                len(indices))
         # Every process writes the whole batch, so the banks stay the same.
         slots = bank.write(indices, written)
-        expressed, rows = layer(share, live, bank, slots, live_indices=indices)
+        expressed, rows = layer(share, live, bank, slots, live_indices=indices, **split)
         data = objective.loss(x, codes, expressed, share)
         scale = 1.0 / bank.mean_square_norm() if normalize_losses else 1.0
         self_expr = scale * self_expression_loss(codes, expressed)
@@ -322,11 +321,11 @@ def train_self_expression(session, network, layer, bank, inputs, objective, *, m
         loss = data + lambda_coef * coefficient + lambda_self * self_expr
         optimizer.zero_grad()
         coef_optimizer.zero_grad()
-        _backward(loss, share, indices, parallel)
-        terms = parallel.sum_step(
+        _backward(loss, share, indices, step_parallel)
+        terms = step_parallel.sum_step(
             _parameters(optimizer),
             _share_terms({"loss": loss, objective.name: data, "self_expression": self_expr,
-                          "coefficient": coefficient}, share, indices, parallel),
+                          "coefficient": coefficient}, share, indices, step_parallel),
             batch=(layer.weight, indices, share, start))
         optimizer.step()
         coef_optimizer.step()

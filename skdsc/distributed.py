@@ -13,8 +13,12 @@ Every global mini-batch is split into one contiguous share per process. Each
 process encodes its share; the codes of the whole batch are gathered, so every
 process writes the same memory bank; the network's gradients are summed over
 the processes and the coefficient rows' gradients gathered, so every process
-applies the same update. The post-processing runs on the first process and its
-result is sent to the others. Every process ends with the same fitted
+applies the same update. Where the network is cheap next to the product of
+the coefficient rows with the bank (the dense mode of
+:class:`~skdsc.MiniBatchDeepSubspaceClustering`), every process runs the
+whole step instead and only that product's rows are shared out: the fit is
+then the single process's. The post-processing runs on the first process and
+its result is sent to the others. Every process ends with the same fitted
 attributes.
 
 The estimators join the process group that ``torchrun`` describes on their own
@@ -197,6 +201,20 @@ class DataParallelGroup:
         with self._collective("gather the live codes of a batch"):
             parts = _AllGather.apply(torch.cat([rows, padding]), self.rank, self.world_size)
         return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+
+    def split_rows(self, function, matrix):
+        """``function(matrix)`` for a row-wise ``function``, the rows shared out.
+
+        Each process applies ``function`` to its share of the rows (as
+        :meth:`share` splits them) and the results are gathered in order. Where
+        the kernel computes each row of a product independently of the others
+        (a BLAS matrix product on the CPU), the result is the single process's
+        to the last bit.
+        """
+        if not self.active:
+            return function(matrix)
+        share, _ = self.share(torch.arange(len(matrix), device=matrix.device))
+        return self.gather_rows(function(matrix[share]), len(matrix))
 
     # -- gradients and losses -----------------------------------------------------------
 

@@ -138,15 +138,18 @@ def test_paired_info_nce_is_low_for_matching_views():
 # -- ridge start of the coefficients ------------------------------------------
 
 @pytest.mark.parametrize("penalty", [0.0, 0.1, 10.0])
-def test_ridge_coefficients_solve_each_row(penalty):
-    codes = torch.randn(12, 4, generator=generator(), dtype=torch.float64)
+@pytest.mark.parametrize("shape", [(12, 4), (6, 20)], ids=["n>d", "n<d"])
+def test_ridge_coefficients_solve_each_row(penalty, shape):
+    """Both forms (the d x d system for n > d, the n x n one for n < d) solve every row."""
+    n = shape[0]
+    codes = torch.randn(*shape, generator=generator(), dtype=torch.float64)
     coefficients = ridge_coefficients(codes, penalty)
     assert torch.all(coefficients.diagonal() == 0)
     floor = 1e-8 * float(codes.pow(2).sum(1).mean()) + 1e-12
-    for i in range(12):
-        others = [j for j in range(12) if j != i]
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
         basis = codes[others]
-        gram = basis @ basis.T + max(penalty, floor) * torch.eye(11, dtype=codes.dtype)
+        gram = basis @ basis.T + max(penalty, floor) * torch.eye(n - 1, dtype=codes.dtype)
         expected = torch.linalg.solve(gram, basis @ codes[i])
         assert_close(coefficients[i, others], expected, rtol=1e-6, atol=1e-8)
 

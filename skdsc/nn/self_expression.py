@@ -4,6 +4,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import DataParallelGroup
+
+
+class _BankProduct(torch.autograd.Function):
+    """``rows @ codes`` whose gradient also reaches the live codes at ``slots``.
+
+    The bank holds the batch's codes detached; the live ones (with gradient)
+    get what the product's columns ``slots`` would give them. Both products
+    with the bank, forward and backward, have their rows shared out over the
+    processes of ``parallel``.
+    """
+
+    @staticmethod
+    def forward(ctx, rows, codes, live_codes, slots, parallel):
+        ctx.save_for_backward(rows, codes, slots)
+        ctx.parallel = parallel
+        return parallel.split_rows(lambda part: part @ codes, rows)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, codes, slots = ctx.saved_tensors
+        grad_rows = ctx.parallel.split_rows(lambda part: part @ codes.T, grad)
+        grad_live = rows[:, slots].T @ grad
+        return grad_rows, None, grad_live, None, None
+
 
 class DenseSelfExpression(nn.Module):
     """An ``n_samples x n_samples`` coefficient matrix with a zero diagonal.
@@ -46,7 +71,7 @@ class DenseSelfExpression(nn.Module):
         not_self = torch.arange(rows.shape[1], device=rows.device)[None, :] != indices[:, None]
         return rows * not_self
 
-    def forward(self, indices, live_codes, bank, slots, live_indices=None):
+    def forward(self, indices, live_codes, bank, slots, live_indices=None, parallel=None):
         """Self-express the codes of a batch against the memory bank.
 
         Parameters
@@ -64,6 +89,10 @@ class DenseSelfExpression(nn.Module):
             Samples of ``live_codes``; by default ``indices``. A data-parallel
             step expresses its share of a batch against the live codes of the
             whole batch.
+        parallel : DataParallelGroup, optional
+            Share out the rows of the products with the bank (forward and
+            backward) over these processes; every process must then call with
+            the same arguments, and gets the whole result.
 
         Returns
         -------
@@ -77,11 +106,9 @@ class DenseSelfExpression(nn.Module):
         # Slot j holds sample j in an "index" bank: no reordering to pay for
         # (a copy of the rows and, backwards, a scatter of their gradient).
         by_slot = rows if bank.update == "index" else rows[:, bank.owners]
-        expressed = by_slot @ bank.codes
-        # Straight-through term: zero in value, it routes the gradient of the
-        # batch's own columns into the live codes (and so into the encoder).
-        expressed = expressed + by_slot[:, slots] @ (live_codes - live_codes.detach())
-        return expressed, rows
+        if parallel is None:
+            parallel = DataParallelGroup()
+        return _BankProduct.apply(by_slot, bank.codes, live_codes, slots, parallel), rows
 
     @torch.no_grad()
     def coefficients(self):
@@ -230,10 +257,12 @@ def ridge_coefficients(codes, penalty):
     """Exact minimiser of the self-expression and coefficient terms for fixed codes.
 
     For every row ``i`` solves ``min ||z_i - c Z||^2 + penalty ||c||^2`` with
-    ``c_i = 0``. With ``M = (Z^T Z + penalty I)^-1`` the solution is
-    ``C_ij = z_i M z_j^T / (1 - z_i M z_i^T)`` for ``j != i`` (the Woodbury form
-    of ``C = I - diag(A)^-1 A`` with ``A = (Z Z^T + penalty I)^-1``), which costs
-    ``O(n^2 d)`` and no ``n x n`` inverse.
+    ``c_i = 0``: ``C = I - diag(A)^-1 A`` with ``A = (Z Z^T + penalty I)^-1``.
+    The system solved is the smaller of the two sizes: with fewer samples
+    than features, ``A`` itself (``n x n``); otherwise its Woodbury form
+    ``C_ij = z_i M z_j^T / (1 - z_i M z_i^T)`` with
+    ``M = (Z^T Z + penalty I)^-1`` (``d x d``), which needs no ``n x n``
+    inverse. Either way the cost is ``O(n d min(n, d))``.
 
     Parameters
     ----------
@@ -248,12 +277,21 @@ def ridge_coefficients(codes, penalty):
         Zero diagonal, in the dtype of ``codes``.
     """
     z = codes.double()
-    gram = z.T @ z + floored_penalty(z, penalty) * torch.eye(z.shape[1], dtype=z.dtype,
-                                                              device=z.device)
-    weighted = torch.linalg.solve(gram, z.T).T
-    scale = 1.0 / (1.0 - (weighted * z).sum(1)).clamp(min=1e-12)
-    # The n x n product in the codes' dtype: the solve above carries the precision.
-    coefficients = (weighted * scale[:, None]).to(codes.dtype) @ codes.T
+    n_samples, n_features = z.shape
+    penalty = floored_penalty(z, penalty)
+    if n_samples < n_features:
+        kernel = z @ z.T
+        kernel.diagonal().add_(penalty)
+        inverse = torch.cholesky_inverse(torch.linalg.cholesky(kernel))
+        inverse /= -inverse.diagonal()[:, None]
+        coefficients = inverse.to(codes.dtype)
+    else:
+        gram = z.T @ z
+        gram.diagonal().add_(penalty)
+        weighted = torch.linalg.solve(gram, z.T).T
+        scale = 1.0 / (1.0 - (weighted * z).sum(1)).clamp(min=1e-12)
+        # The n x n product in the codes' dtype: the solve above carries the precision.
+        coefficients = (weighted * scale[:, None]).to(codes.dtype) @ codes.T
     coefficients.fill_diagonal_(0.0)
     return coefficients
 
