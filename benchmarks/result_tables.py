@@ -186,7 +186,8 @@ def distributed_table(path):
             continue
         ratio = record.get("time_ratio")
         rows.append(
-            f"| {record['dataset']} | {record['n_samples'] or 'all'} | {record['mode']} | "
+            f"| {record['dataset']} | {record['n_samples'] or 'all'} | {record['mode']}"
+            f"{' (exact)' if record.get('exact') else ''} | "
             f"{record['seed']} | {record['processes']} x {record['threads_per_process']} | "
             f"{record['fit_seconds']:.1f} | {'1' if ratio is None else f'{ratio:.2f}'} | "
             f"{', '.join(f'{rss:,.0f}' for rss in record['peak_rss_mb'])} | "

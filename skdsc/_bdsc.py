@@ -473,9 +473,7 @@ class MiniBatchDeepSubspaceClustering(BaseDeepSubspaceClustering):
 
         groups = [{"params": network.encoder.parameters(), "lr": encoder_lr},
                   {"params": network.decoder.parameters(), "lr": self.learning_rate}]
-        # The autoencoder costs far less than summing its gradients, and draws
-        # nothing: in a data-parallel dense step every process runs it on the
-        # whole batch and only the rows of the products with the bank are
-        # shared out.
+        # The convolutional autoencoder costs far less than the dense rows and
+        # draws nothing (Objective.cheap_network).
         return Objective("reconstruction", loss, groups, {}, self._divergence_hint(),
-                         replicate_network=True)
+                         cheap_network=True)

@@ -58,16 +58,17 @@ class Objective(NamedTuple):
         Random generators the loss draws from, by name (saved in checkpoints).
     divergence_hint : str
         Advice given when the loss is not finite.
-    replicate_network : bool, default=False
-        In a data-parallel self-expressive step of the dense mode, every
-        process runs the network and the losses on the whole batch itself, and
-        only the rows of the two products with the bank (forward and
-        backward), the bulk of a dense step, are shared out. No gradient is
-        summed, and the step is the single process's to the last bit where
-        the matrix product computes each row on its own (the CPU's BLAS).
-        Worth it for a small network without random draws. In the sparse mode
-        a row touches only ``n_nonzero`` codes, the network is most of a step,
-        and it is split whatever this says.
+    cheap_network : bool, default=False
+        The network costs little next to the dense rows, each of which
+        multiplies the whole bank, and draws nothing. In a data-parallel
+        self-expressive step of the dense mode every process then encodes the
+        whole batch itself instead of gathering the other shares' codes, which
+        saves two collectives a step (the gather and its backward); with an
+        ``exact`` process group every process runs the whole step and only the
+        rows of the two products with the bank are shared out (see
+        :func:`~skdsc.distributed.init_process_group`). In the sparse mode a
+        row touches only ``n_nonzero`` codes, the network is most of a step,
+        and the codes are gathered whatever this says.
     """
 
     name: str
@@ -75,7 +76,7 @@ class Objective(NamedTuple):
     parameter_groups: list
     generators: dict
     divergence_hint: str
-    replicate_network: bool = False
+    cheap_network: bool = False
 
 
 @torch.no_grad()
@@ -148,13 +149,14 @@ def pretrain(session, network, inputs, objective, *, learning_rate, n_epochs):
 
     In a data-parallel fit each process takes its share of every batch and the
     gradients are summed, unless the network is so cheap that the sum costs
-    more than the split saves (:data:`MIN_SPLIT_FLOPS`): then every process
-    runs the whole step, exactly as a single process would.
+    more than the split saves (:data:`MIN_SPLIT_FLOPS`) or the group is
+    ``exact``: then every process runs the whole step, exactly as a single
+    process would.
     """
     optimizer = torch.optim.Adam(objective.parameter_groups, lr=learning_rate)
     parallel = session.parallel
-    if parallel.active and (batch_forward_flops(network, inputs, session.batch_size)
-                            < MIN_SPLIT_FLOPS):
+    if parallel.active and (parallel.exact or batch_forward_flops(
+            network, inputs, session.batch_size) < MIN_SPLIT_FLOPS):
         parallel = DataParallelGroup()
 
     def step(indices):
@@ -292,22 +294,29 @@ def train_self_expression(session, network, layer, bank, inputs, objective, *, m
     coef_optimizer = torch.optim.SparseAdam(layer.parameters(), lr=learning_rate)
     optimizer = torch.optim.Adam(objective.parameter_groups, lr=learning_rate)
     parallel = step_parallel = session.parallel
-    # Every process runs the whole step (a single process's) and the layer
-    # shares out the rows of its products with the bank (replicate_network).
+    encode_whole_batch = parallel.active and objective.cheap_network and mode.name == "dense"
     split = {}
-    if parallel.active and objective.replicate_network and mode.name == "dense":
-        split, step_parallel = {"parallel": parallel}, DataParallelGroup()
+    if encode_whole_batch and parallel.exact:
+        # Every process runs the whole step, a single process's, and the layer
+        # shares out the rows of its products with the bank.
+        split, step_parallel, encode_whole_batch = {"parallel": parallel}, DataParallelGroup(), False
 
     def step(indices):
         step_parallel.broadcast_buffers_(network)
         share, start = step_parallel.share(indices)
         x = inputs[share]
-        codes = network.encode(x)
         # The share is expressed against the live codes of the whole batch, so
         # that its gradient reaches the codes of the other shares too.
-        live = step_parallel.gather_rows_with_grad(codes, len(indices))
+        if encode_whole_batch:
+            live = network.encode(inputs[indices])
+            codes = live[start:start + len(share)]
+        else:
+            codes = network.encode(x)
+            live = step_parallel.gather_rows_with_grad(codes, len(indices))
         if momentum_encoder is None:
             written = live.detach()
+        elif encode_whole_batch:
+            written = momentum_encoder.encode(inputs[indices], network)
         else:
             written = step_parallel.gather_rows(momentum_encoder.encode(x, network),
                                                 len(indices))

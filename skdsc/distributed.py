@@ -13,11 +13,10 @@ Every global mini-batch is split into one contiguous share per process. Each
 process encodes its share; the codes of the whole batch are gathered, so every
 process writes the same memory bank; the network's gradients are summed over
 the processes and the coefficient rows' gradients gathered, so every process
-applies the same update. Where the network is cheap next to the product of
-the coefficient rows with the bank (the dense mode of
-:class:`~skdsc.MiniBatchDeepSubspaceClustering`), every process runs the
-whole step instead and only that product's rows are shared out: the fit is
-then the single process's. The post-processing runs on the first process and
+applies the same update. With ``init_process_group(exact=True)`` the dense
+mode of :class:`~skdsc.MiniBatchDeepSubspaceClustering` runs the whole step
+in every process instead and shares out only the rows of the products with
+the bank: the fit is then the single process's. The post-processing runs on the first process and
 its result is sent to the others. Every process ends with the same fitted
 attributes.
 
@@ -40,7 +39,12 @@ import torch.distributed as dist
 DEFAULT_TIMEOUT = 600
 
 
-def init_process_group(backend="auto", timeout=DEFAULT_TIMEOUT):
+# Whether the fits of this process group are to be the single process's to the
+# last bit (init_process_group's exact).
+_settings = {"exact": False}
+
+
+def init_process_group(backend="auto", timeout=DEFAULT_TIMEOUT, exact=False):
     """Join the process group described by ``torchrun``'s environment variables.
 
     Parameters
@@ -51,6 +55,18 @@ def init_process_group(backend="auto", timeout=DEFAULT_TIMEOUT):
         Seconds a process waits for the others in a collective operation; a
         process that died or hangs makes the others fail after at most this
         long instead of waiting for ever.
+    exact : bool, default=False
+        Make the dense mode of
+        :class:`~skdsc.MiniBatchDeepSubspaceClustering` fit exactly what one
+        process fits. Pretraining runs whole in every process, and so does
+        every self-expressive step, except the rows of its two products with
+        the memory bank, which are shared out: no gradient is summed in
+        another order, and the matrix product of the CPU's BLAS computes each
+        row on its own. It gathers the batch's self-expressed codes every
+        step and repeats the network in every process, so it gains less: on
+        a 2-core machine two processes took 0.95 of one process's time on
+        COIL-20 against about 0.77 without it (``benchmarks/RESULTS.md``).
+        Other fits keep their split self-expressive steps.
 
     Returns
     -------
@@ -61,6 +77,8 @@ def init_process_group(backend="auto", timeout=DEFAULT_TIMEOUT):
         raise ValueError(f"backend must be 'auto', 'gloo' or 'nccl', got {backend!r}.")
     if not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}.")
+    if not isinstance(exact, bool):
+        raise ValueError(f"exact must be True or False, got {exact!r}.")
     missing = [name for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
                if name not in os.environ]
     if missing:
@@ -73,6 +91,7 @@ def init_process_group(backend="auto", timeout=DEFAULT_TIMEOUT):
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+    _settings["exact"] = exact
     return dist.get_world_size()
 
 
@@ -111,11 +130,14 @@ class DataParallelGroup:
     ----------
     rank : int
     world_size : int
+    exact : bool, default=False
+        As :func:`init_process_group`'s.
     """
 
-    def __init__(self, rank=0, world_size=1):
+    def __init__(self, rank=0, world_size=1, exact=False):
         self.rank = rank
         self.world_size = world_size
+        self.exact = exact
 
     @classmethod
     def current(cls):
@@ -126,7 +148,7 @@ class DataParallelGroup:
             init_process_group()
         if not dist.is_initialized():
             return cls()
-        return cls(dist.get_rank(), dist.get_world_size())
+        return cls(dist.get_rank(), dist.get_world_size(), exact=_settings["exact"])
 
     @property
     def active(self):

@@ -71,7 +71,7 @@ def main():
     rank = int(os.environ["RANK"])
     gathers = count_gathers()
     if config.get("join", True):
-        init_process_group(timeout=config.get("timeout", 60))
+        init_process_group(timeout=config.get("timeout", 60), exact=config.get("exact", False))
     # Otherwise the estimator joins torchrun's process group by itself.
     X, _ = data(config)
     if config.get("different_data") and rank == 1:

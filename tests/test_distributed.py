@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torch.distributed as dist
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import sparse
 from sklearn.metrics import adjusted_rand_score
 
 from skdsc import ContrastiveDSC, MiniBatchDeepSubspaceClustering
+from skdsc._training import batch_forward_flops
 from skdsc.distributed import DataParallelGroup, init_process_group
 
 from distributed_worker import data
@@ -101,37 +103,20 @@ def _pretraining_losses(history):
     return [record["loss"] for record in history if record.get("phase") == "pretrain"]
 
 
-def test_two_processes_give_the_single_process_dense_fit(tmp_path):
-    """Dense mode: every process runs the whole step and shares out only the rows
-    of the products with the bank, so the fit is the single process's to the bit."""
-    params = dict(TRAINED, self_expression="dense")
-    first, second = fit_in_two_processes({"estimator": "bdsc", "params": params, **SEPARABLE},
-                                         tmp_path)
-    assert_same_fit(first, second)
-    assert first["gathers_with_grad"] == 0
-    X, _ = data(SEPARABLE)
-    single = MiniBatchDeepSubspaceClustering(**params).fit(X)
-    assert_array_equal(first["labels"], single.labels_)
-    assert_array_equal(first["coef"], single.coef_)
-    assert_array_equal(first["embedding"], single.embedding_)
-    # The worker leaves out the timings.
-    assert first["history"] == [{key: value for key, value in record.items() if key != "seconds"}
-                                for record in single.history_]
-
-
-def test_two_processes_give_the_single_process_sparse_fit(tmp_path):
-    """Sparse mode: each process trains the network on half of every batch.
+@pytest.mark.parametrize("mode", ["dense", "sparse"])
+def test_two_processes_give_the_single_process_fit(tmp_path, mode):
+    """Each process trains on half of every batch; the fit is the single-process one.
 
     Gradients are summed in another order, so the numbers agree to rounding,
     and the partition exactly (the clusters may be numbered otherwise).
     """
-    params = dict(TRAINED, self_expression="sparse", n_nonzero=8, refresh_epochs=5)
+    params = dict(TRAINED, self_expression=mode, n_nonzero=8, refresh_epochs=5)
     first, second = fit_in_two_processes({"estimator": "bdsc", "params": params, **SEPARABLE},
                                          tmp_path)
     assert_same_fit(first, second)
-    # A sparse row is cheap next to the network: the network is split and the
-    # live codes gathered.
-    assert first["gathers_with_grad"] > 0
+    # Dense rows multiply the whole bank: every process encodes the whole batch
+    # rather than gather codes. A sparse row is cheap: the network is split.
+    assert (first["gathers_with_grad"] == 0) == (mode == "dense")
     X, _ = data(SEPARABLE)
     single = MiniBatchDeepSubspaceClustering(**params).fit(X)
     assert adjusted_rand_score(first["labels"], single.labels_) == 1.0
@@ -143,6 +128,24 @@ def test_two_processes_give_the_single_process_sparse_fit(tmp_path):
     # A network this small pretrains whole in every process: no split, no
     # all-reduce, the single process's arithmetic to the last bit.
     assert _pretraining_losses(first["history"]) == _pretraining_losses(single.history_)
+
+
+def test_exact_group_gives_the_single_process_dense_fit_to_the_bit(tmp_path):
+    """exact=True: every process runs the whole dense step and shares out only the
+    rows of the products with the bank, so nothing is summed in another order."""
+    params = dict(TRAINED, self_expression="dense")
+    first, second = fit_in_two_processes(
+        {"estimator": "bdsc", "params": params, "exact": True, **SEPARABLE}, tmp_path)
+    assert_same_fit(first, second)
+    assert first["gathers_with_grad"] == 0
+    X, _ = data(SEPARABLE)
+    single = MiniBatchDeepSubspaceClustering(**params).fit(X)
+    assert_array_equal(first["labels"], single.labels_)
+    assert_array_equal(first["coef"], single.coef_)
+    assert_array_equal(first["embedding"], single.embedding_)
+    # The worker leaves out the timings.
+    assert first["history"] == [{key: value for key, value in record.items() if key != "seconds"}
+                                for record in single.history_]
 
 
 def test_contrastive_in_two_processes(tmp_path):
@@ -224,6 +227,7 @@ def test_single_process_group_is_inactive(monkeypatch):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(backend="mpi"), "backend must be 'auto', 'gloo' or 'nccl'"),
     (dict(timeout=0), "timeout must be a positive number of seconds"),
+    (dict(exact="yes"), "exact must be True or False"),
 ])
 def test_init_process_group_validates(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -241,3 +245,12 @@ def test_batch_smaller_than_the_processes_is_refused(tmp_path):
     first, _ = results(*launch({"estimator": "bdsc", "params": dict(BDSC, batch_size=1)},
                                tmp_path))
     assert "batch_size=1 is smaller than the 2 processes" in first["error"]
+
+
+def test_batch_forward_flops_counts_one_batch_of_the_network():
+    """The split rule's count: a linear layer's 2 x in x out per sample, per batch."""
+    network = torch.nn.Linear(10, 4)
+    inputs = torch.randn(50, 10)
+    assert batch_forward_flops(network, inputs, 16) == 2 * 10 * 4 * 16
+    assert batch_forward_flops(network, inputs, None) == 2 * 10 * 4 * 50
+    assert network.training
