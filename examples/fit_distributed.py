@@ -27,8 +27,9 @@ from skdsc.distributed import DataParallelGroup, init_process_group
 from skdsc.metrics import clustering_accuracy
 
 # Optional: the estimators join torchrun's process group by themselves; call
-# it first only to choose the backend or the timeout (seconds a process waits
-# for the others before it gives up with an error).
+# it first only to choose the backend, the timeout (seconds a process waits
+# for the others before it gives up with an error) or exact=True (the dense
+# mode then fits, to the last bit, what one process fits, at some speed).
 init_process_group(timeout=300)
 
 X, y = load_digits(return_X_y=True)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from scipy import sparse
 
 from ._memory import resolve_self_expression
+from .distributed import DataParallelGroup
 from .nn.neighbors import nearest_neighbors
 from .nn.self_expression import (
     DenseSelfExpression, SparseSelfExpression, floored_penalty, local_ridge_regression,
@@ -33,7 +34,7 @@ class DenseMode:
     threshold = 0.1
     refreshes = False
 
-    def layer(self, bank):
+    def layer(self, bank, parallel=None):
         """A new :class:`~skdsc.nn.DenseSelfExpression` for the bank's samples."""
         return DenseSelfExpression(bank.n_slots).to(bank.codes.device)
 
@@ -97,11 +98,21 @@ class SparseMode:
         self.n_nonzero = n_nonzero
         self.neighbor_search = neighbor_search
 
-    def layer(self, bank):
-        """A new :class:`~skdsc.nn.SparseSelfExpression` over the nearest codes."""
+    def layer(self, bank, parallel=None):
+        """A new :class:`~skdsc.nn.SparseSelfExpression` over the nearest codes.
+
+        The processes of ``parallel`` share out the search.
+        """
         n_candidates = min(self.n_nonzero, bank.n_slots - 1)
-        return SparseSelfExpression(nearest_neighbors(bank.codes, n_candidates,
-                                                      method=self.neighbor_search))
+        return SparseSelfExpression(self._candidates(bank, n_candidates, parallel))
+
+    def _candidates(self, bank, n_candidates, parallel):
+        """Each code's nearest others in ``bank``, the rows searched shared out."""
+        parallel = DataParallelGroup() if parallel is None else parallel
+        return parallel.split_rows(
+            lambda rows: nearest_neighbors(bank.codes, n_candidates, rows=rows,
+                                           method=self.neighbor_search),
+            torch.arange(bank.n_slots, device=bank.codes.device))
 
     def restored_layer(self, state, bank):
         """A layer over the checkpointed candidates (values are loaded later)."""
@@ -110,11 +121,11 @@ class SparseMode:
     def refresh(self, layer, bank, optimizer, parallel):
         """Move the candidates to the nearest codes in ``bank``; the fraction changed.
 
-        Every process of ``parallel`` takes the first one's candidates.
+        The processes of ``parallel`` share out the search and all take its
+        result.
         """
-        neighbors = parallel.broadcast_(nearest_neighbors(
-            bank.codes, layer.neighbors.shape[1], method=self.neighbor_search))
-        return layer.refresh(neighbors, optimizer)
+        return layer.refresh(self._candidates(bank, layer.neighbors.shape[1], parallel),
+                             optimizer)
 
     def coefficient_matrix(self, layer):
         """The trained coefficients as a CSR matrix with sorted indices."""

@@ -22,8 +22,8 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from torch.utils.flop_counter import FlopCounterMode
 
-from .nn.losses import coefficient_loss, self_expression_loss
 from .distributed import DataParallelGroup
+from .nn.losses import coefficient_loss, self_expression_loss
 from .nn.memory_bank import MemoryBank
 from .nn.trainer import batch_plan
 
@@ -238,12 +238,12 @@ def started_self_expression(codes, mode, *, bank_update, coef_init, penalty, par
     constant.
     """
     bank = MemoryBank(codes, update=bank_update)
-    layer = mode.layer(bank)
+    layer = mode.layer(bank, parallel)
     if coef_init == "ridge":
         # Every row is visited once per epoch, and large data sets get few
         # epochs: start each at its exact minimiser for the pretrained codes
         # rather than DSC-Net's small constant.
-        layer.ridge_start(bank.codes, penalty)
+        layer.ridge_start(bank.codes, penalty, parallel)
     # The same start in every process, whatever their arithmetic.
     return bank, parallel.broadcast_module_(layer)
 

@@ -221,3 +221,21 @@ def test_faiss_on_cuda_codes_returns_cuda_indices(faiss):
     found = nearest_neighbors(codes, 16, method="faiss")
     assert found.device == codes.device and found.dtype == torch.int64
     assert recall(found.cpu(), nearest_neighbors(codes, 16, method="exact").cpu()) >= 0.95
+
+
+@pytest.mark.parametrize("method", ["exact", "faiss"])
+def test_rows_of_the_search_are_those_of_the_whole_search(method):
+    """Processes that share out a search by rows get, together, the whole search."""
+    if method == "faiss":
+        pytest.importorskip("faiss")
+    codes = union_of_subspaces(n_samples=1200)
+    whole = nearest_neighbors(codes, 16, method=method)
+    first, second = torch.arange(0, 700), torch.arange(700, 1200)
+    parts = [nearest_neighbors(codes, 16, method=method, rows=rows) for rows in (first, second)]
+    assert torch.equal(torch.cat(parts), whole)
+
+
+def test_rows_need_the_search_among_the_candidates():
+    codes = union_of_subspaces(n_samples=100)
+    with pytest.raises(ValueError, match="pass it with queries=None"):
+        nearest_neighbors(codes, 4, queries=codes[:10], rows=torch.arange(10))

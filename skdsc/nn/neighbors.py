@@ -64,7 +64,7 @@ _FAISS_SEED = 1234
 
 
 @torch.no_grad()
-def nearest_neighbors(candidates, n_neighbors, *, queries=None, method="auto"):
+def nearest_neighbors(candidates, n_neighbors, *, queries=None, method="auto", rows=None):
     """Indices of the candidates most similar in angle to each query.
 
     Similarity is the cosine between codes: subspaces pass through the
@@ -82,6 +82,11 @@ def nearest_neighbors(candidates, n_neighbors, *, queries=None, method="auto"):
     queries : torch.Tensor of shape (n_queries, n_features), optional
         Codes to find neighbours for. None searches the candidates among
         themselves and never returns a sample as its own neighbour.
+    rows : torch.Tensor of shape (n_rows,), optional
+        With ``queries=None``, the rows of that search to return: those
+        candidates alone are searched for, among all of them, and each row is
+        what the whole search gives it (the method is chosen for the whole
+        search). Lets processes share out one search.
     method : {"auto", "exact", "faiss"}, default="auto"
         ``"exact"`` compares every query with every candidate on the
         candidates' device. ``"faiss"`` searches an approximate index
@@ -104,12 +109,18 @@ def nearest_neighbors(candidates, n_neighbors, *, queries=None, method="auto"):
     """
     _check_method(method)
     _check_n_neighbors(n_neighbors, len(candidates), queries is None)
+    if rows is not None and queries is not None:
+        raise ValueError("rows selects rows of the search of the candidates among "
+                         "themselves; pass it with queries=None.")
     n_queries = len(candidates) if queries is None else len(queries)
     if method == "auto":
         method = search_method(candidates, n_queries)
     if method == "exact":
+        if rows is not None:
+            return _exact_search(candidates, n_neighbors, candidates[rows], own_index=rows)
         return _exact_search(candidates, n_neighbors, queries)
-    return NeighborIndex(candidates, method="faiss").search(queries, n_neighbors)
+    return NeighborIndex(candidates, method="faiss")._faiss.search(queries, n_neighbors,
+                                                                    rows=rows)
 
 
 class NeighborIndex:
@@ -402,9 +413,10 @@ class _FaissSearch:
             points[start:start + step] = unit.numpy()
         return points
 
-    def search(self, queries, n_neighbors):
+    def search(self, queries, n_neighbors, rows=None):
         exclude_self = queries is None
-        points = self._points(self.candidates if exclude_self else queries)
+        searched = self.candidates if rows is None else self.candidates[rows]
+        points = self._points(searched if exclude_self else queries)
         # One more when the query is among the candidates: itself, dropped.
         wanted = n_neighbors + 1 if exclude_self else n_neighbors
         if self.reduced:
@@ -416,8 +428,9 @@ class _FaissSearch:
         device = self.candidates.device
         proposed = torch.from_numpy(proposed.astype(np.int64, copy=False)).to(device)
         if queries is None:
-            queries = self.candidates
-            own_index = torch.arange(len(queries), device=device)
+            queries = searched
+            own_index = (torch.arange(len(queries), device=device) if rows is None
+                         else rows.to(device))
         else:
             queries = queries.to(device=device, dtype=self.candidates.dtype)
             own_index = None

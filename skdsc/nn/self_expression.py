@@ -56,8 +56,11 @@ class DenseSelfExpression(nn.Module):
         self.weight.copy_(coefficients)
         return self
 
-    def ridge_start(self, codes, penalty):
-        """Start from the exact ridge minimiser for fixed ``codes`` (:func:`ridge_coefficients`)."""
+    def ridge_start(self, codes, penalty, parallel=None):
+        """Start from the exact ridge minimiser for fixed ``codes`` (:func:`ridge_coefficients`).
+
+        One system for all the rows: ``parallel`` is not used.
+        """
         return self.initialise(ridge_coefficients(codes, penalty))
 
     def rows(self, indices):
@@ -173,9 +176,16 @@ class SparseSelfExpression(nn.Module):
         return expressed, rows
 
     @torch.no_grad()
-    def ridge_start(self, codes, penalty):
-        """Start every row at its ridge minimiser over its own candidates."""
-        self.weight.copy_(local_ridge_regression(codes, codes, self.neighbors, penalty))
+    def ridge_start(self, codes, penalty, parallel=None):
+        """Start every row at its ridge minimiser over its own candidates.
+
+        The rows are independent: the processes of ``parallel`` share them out.
+        """
+        parallel = DataParallelGroup() if parallel is None else parallel
+        self.weight.copy_(parallel.split_rows(
+            lambda rows: local_ridge_regression(codes[rows], codes, self.neighbors[rows],
+                                                penalty),
+            torch.arange(len(codes), device=codes.device)))
         return self
 
     @torch.no_grad()
