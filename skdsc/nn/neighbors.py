@@ -82,11 +82,6 @@ def nearest_neighbors(candidates, n_neighbors, *, queries=None, method="auto", r
     queries : torch.Tensor of shape (n_queries, n_features), optional
         Codes to find neighbours for. None searches the candidates among
         themselves and never returns a sample as its own neighbour.
-    rows : torch.Tensor of shape (n_rows,), optional
-        With ``queries=None``, the rows of that search to return: those
-        candidates alone are searched for, among all of them, and each row is
-        what the whole search gives it (the method is chosen for the whole
-        search). Lets processes share out one search.
     method : {"auto", "exact", "faiss"}, default="auto"
         ``"exact"`` compares every query with every candidate on the
         candidates' device. ``"faiss"`` searches an approximate index
@@ -96,6 +91,11 @@ def nearest_neighbors(candidates, n_neighbors, *, queries=None, method="auto", r
         for CUDA codes, has GPU support), ``"exact"`` otherwise: below that
         size the results are those of the exact search whether faiss is
         installed or not.
+    rows : torch.Tensor of shape (n_rows,), optional
+        With ``queries=None``, the rows of that search to return: those
+        candidates alone are searched for, among all of them, and each row is
+        what the whole search gives it (the method is chosen for the whole
+        search). Lets processes share out one search.
 
     Returns
     -------
