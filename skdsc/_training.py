@@ -299,7 +299,8 @@ def train_self_expression(session, network, layer, bank, inputs, objective, *, m
     if encode_whole_batch and parallel.exact:
         # Every process runs the whole step, a single process's, and the layer
         # shares out the rows of its products with the bank.
-        split, step_parallel, encode_whole_batch = {"parallel": parallel}, DataParallelGroup(), False
+        split, step_parallel = {"parallel": parallel}, DataParallelGroup()
+        encode_whole_batch = False
 
     def step(indices):
         step_parallel.broadcast_buffers_(network)

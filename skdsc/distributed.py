@@ -10,15 +10,17 @@ Launch the same script in every process with ``torchrun``; each process calls
         --master_addr=HOST --master_port=29500 fit_script.py      # on each machine
 
 Every global mini-batch is split into one contiguous share per process. Each
-process encodes its share; the codes of the whole batch are gathered, so every
+process encodes its share and the codes of the whole batch are gathered (a
+cheap network encodes the whole batch in every process instead), so every
 process writes the same memory bank; the network's gradients are summed over
 the processes and the coefficient rows' gradients gathered, so every process
-applies the same update. With ``init_process_group(exact=True)`` the dense
-mode of :class:`~skdsc.MiniBatchDeepSubspaceClustering` runs the whole step
-in every process instead and shares out only the rows of the products with
-the bank: the fit is then the single process's. The post-processing runs on the first process and
-its result is sent to the others. Every process ends with the same fitted
-attributes.
+applies the same update. A cheap network's pretraining runs whole in every
+process. With ``init_process_group(exact=True)`` the dense mode of
+:class:`~skdsc.MiniBatchDeepSubspaceClustering` runs the whole step in every
+process and shares out only the rows of the products with the bank: the fit
+is then the single process's to the last bit. The post-processing runs on
+the first process and its result is sent to the others. Every process ends
+with the same fitted attributes.
 
 The estimators join the process group that ``torchrun`` describes on their own
 (:func:`init_process_group` with its defaults); call it first to choose the
@@ -64,8 +66,8 @@ def init_process_group(backend="auto", timeout=DEFAULT_TIMEOUT, exact=False):
         another order, and the matrix product of the CPU's BLAS computes each
         row on its own. It gathers the batch's self-expressed codes every
         step and repeats the network in every process, so it gains less: on
-        a 2-core machine two processes took 0.95 of one process's time on
-        COIL-20 against about 0.77 without it (``benchmarks/RESULTS.md``).
+        a 2-core machine two processes took 0.95-0.98 of one process's time
+        on COIL-20, against 0.75-0.82 without it (``benchmarks/RESULTS.md``).
         Other fits keep their split self-expressive steps.
 
     Returns
