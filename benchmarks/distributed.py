@@ -155,7 +155,8 @@ def main():
                 "suite": "distributed", "commit": _commit(), "dataset": dataset,
                 "n_samples": args.n_samples, "seed": args.seed, "params": json.loads(args.params),
                 "processes": n_processes, "threads_per_process": args.threads,
-                "exact": args.exact and n_processes > 1, "mode": ranks[0]["mode"], "acc": ranks[0]["acc"], "nmi": ranks[0]["nmi"],
+                "exact": args.exact and n_processes > 1, "mode": ranks[0]["mode"],
+                "acc": ranks[0]["acc"], "nmi": ranks[0]["nmi"],
                 "fit_seconds": max(rank["fit_seconds"] for rank in ranks),
                 "launch_seconds": launch_seconds,
                 # Other work on the machine: 1-minute load average before the run.

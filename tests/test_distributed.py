@@ -108,7 +108,8 @@ def test_two_processes_give_the_single_process_fit(tmp_path, mode):
     """Each process trains on half of every batch; the fit is the single-process one.
 
     Gradients are summed in another order, so the numbers agree to rounding,
-    and the partition exactly (the clusters may be numbered otherwise).
+    and the labels exactly (in the sparse mode the partition: the k-means of
+    the post-processing may number the same clusters otherwise).
     """
     params = dict(TRAINED, self_expression=mode, n_nonzero=8, refresh_epochs=5)
     first, second = fit_in_two_processes({"estimator": "bdsc", "params": params, **SEPARABLE},
@@ -119,7 +120,10 @@ def test_two_processes_give_the_single_process_fit(tmp_path, mode):
     assert (first["gathers_with_grad"] == 0) == (mode == "dense")
     X, _ = data(SEPARABLE)
     single = MiniBatchDeepSubspaceClustering(**params).fit(X)
-    assert adjusted_rand_score(first["labels"], single.labels_) == 1.0
+    if mode == "dense":
+        assert_array_equal(first["labels"], single.labels_)
+    else:
+        assert adjusted_rand_score(first["labels"], single.labels_) == 1.0
     assert_allclose(dense(first["coef"]), dense(single.coef_), atol=5e-3)
     assert_allclose(first["embedding"], single.embedding_, atol=2e-3)
     losses = [record["loss"] for record in first["history"] if "loss" in record]
