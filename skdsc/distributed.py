@@ -40,6 +40,12 @@ import torch.distributed as dist
 #: it gives up with an error (the default of :func:`init_process_group`).
 DEFAULT_TIMEOUT = 600
 
+#: Largest number of gradient values (summed over the processes) that a step
+#: all-gathers and sums itself; a network with more has its gradients
+#: all-reduced. For two processes an all-gather moves as much as an
+#: all-reduce and, with gloo, took half the time (``benchmarks/RESULTS.md``).
+MAX_GATHERED_GRADIENTS = 2 ** 22
+
 
 # Whether the fits of this process group are to be the single process's to the
 # last bit (init_process_group's exact).
@@ -104,8 +110,10 @@ def _launched_by_torchrun():
 class _AllGather(torch.autograd.Function):
     """All-gather whose backward sums every process's gradient of each part.
 
-    Forward: ``(world_size, *shape)``, every process's tensor. Backward: the
-    gradients of all the processes are summed and each keeps its own part.
+    Forward: ``(world_size, *shape)``, every process's tensor. Backward: each
+    process receives the gradient that every process holds for its part (one
+    all-to-all, half the traffic of an all-reduce of the whole) and sums them
+    in rank order.
     """
 
     @staticmethod
@@ -117,9 +125,17 @@ class _AllGather(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        grad = grad.contiguous()
-        dist.all_reduce(grad)
-        return grad[ctx.rank], None, None
+        received = torch.empty_like(grad)
+        dist.all_to_all_single(received, grad.contiguous())
+        return _sum_in_rank_order(received), None, None
+
+
+def _sum_in_rank_order(parts):
+    """Sum of ``parts[0], parts[1], ...`` in that order, the same in every process."""
+    total = parts[0].clone()
+    for part in parts[1:]:
+        total += part
+    return total
 
 
 class DataParallelGroup:
@@ -243,12 +259,16 @@ class DataParallelGroup:
     # -- gradients and losses -----------------------------------------------------------
 
     def sum_step(self, parameters, terms, batch=None):
-        """Combine the processes' work on one step, in one all-reduce.
+        """Combine the processes' work on one step.
 
         After the call every process holds the sum of the processes' dense
         gradients of ``parameters`` and, with ``batch``, the gradient of
         every coefficient row of the batch, so that every process's optimisers
-        apply the same update.
+        apply the same update. Each process sends its gradients, its share's
+        coefficient rows and its loss terms in one all-gather and sums the
+        parts in rank order; a network whose gradients would make that
+        buffer large (:data:`MAX_GATHERED_GRADIENTS`) has them all-reduced
+        instead.
 
         Parameters
         ----------
@@ -271,28 +291,52 @@ class DataParallelGroup:
             return terms
         # The processes run the same graph, so the same parameters have gradients.
         parameters = [p for p in parameters if p.grad is not None]
-        parts = [p.grad.reshape(-1) for p in parameters]
+        names = list(terms)
+        summed = [p.grad.reshape(-1) for p in parameters]
+        summed.append(torch.stack([terms[name].detach().float().reshape(()) for name in names]))
+        summed = torch.cat(summed)
+        n_summed = len(summed)
+        if n_summed * self.world_size > MAX_GATHERED_GRADIENTS:
+            with self._collective("combine the processes' gradients"):
+                dist.all_reduce(summed)
+            n_summed = 0
+        rows = None
         if batch is not None:
             weight, indices, share, start = batch
-            rows = weight.new_zeros((len(indices), weight.shape[1]))
             # A coalesced gradient lists the share's rows in increasing order.
-            rows[start + share.argsort()] = weight.grad.coalesce().values()
-            parts.append(rows.reshape(-1))
-        names = list(terms)
-        parts.append(torch.stack([terms[name].detach().float().reshape(()) for name in names]))
-        flat = torch.cat(parts)
-        with self._collective("combine the processes' gradients"):
-            dist.all_reduce(flat)
+            rows = torch.empty((len(share), weight.shape[1]), dtype=summed.dtype,
+                               device=summed.device)
+            rows[share.argsort()] = weight.grad.coalesce().values()
+        parts = self._gather_parts(summed[:n_summed], rows, None if batch is None
+                                   else len(indices))
+        if n_summed:
+            summed = _sum_in_rank_order([part[:n_summed] for part in parts])
         offset = 0
         for p in parameters:
-            p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
+            p.grad.copy_(summed[offset:offset + p.numel()].view_as(p.grad))
             offset += p.numel()
         if batch is not None:
-            values = flat[offset:offset + rows.numel()].view_as(rows)
+            sizes = self._share_sizes(len(indices))
+            values = torch.cat([part[n_summed:].view(-1, weight.shape[1])[:size]
+                                for part, size in zip(parts, sizes)])
             weight.grad = torch.sparse_coo_tensor(indices[None], values, weight.shape,
                                                   check_invariants=False)
-            offset += rows.numel()
-        return dict(zip(names, flat[offset:].unbind()))
+        return dict(zip(names, summed[offset:].unbind()))
+
+    def _gather_parts(self, summed, rows, n_rows):
+        """Every process's ``summed`` followed by its ``rows``, padded to one length."""
+        if not len(summed) and rows is None:
+            return []
+        width = 0 if rows is None else rows.shape[1]
+        n_padded = 0 if rows is None else max(self._share_sizes(n_rows))
+        flat = summed.new_zeros(len(summed) + n_padded * width)
+        flat[:len(summed)] = summed
+        if rows is not None:
+            flat[len(summed):len(summed) + rows.numel()] = rows.reshape(-1)
+        parts = [torch.empty_like(flat) for _ in range(self.world_size)]
+        with self._collective("combine the processes' gradients"):
+            dist.all_gather(parts, flat)
+        return parts
 
     # -- keeping the processes alike ------------------------------------------------------
 
