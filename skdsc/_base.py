@@ -18,7 +18,7 @@ from ._checkpoint import (PortablePickleMixin, TrainingSession, open_checkpoint,
 from ._memory import SELF_EXPRESSION_MODES, explained_out_of_memory
 from ._modes import mode_named, resolve_mode
 from .distributed import DataParallelGroup
-from ._training import (INFERENCE_CHUNK, encode_all, pretrained_network,
+from ._training import (INFERENCE_CHUNK, encode_all, network_parallel, pretrained_network,
                         restored_self_expression, started_self_expression,
                         train_self_expression)
 from .nn.memory_bank import BANK_UPDATES
@@ -400,7 +400,8 @@ class BaseDeepSubspaceClustering(PortablePickleMixin, ClusterMixin, BaseEstimato
                 momentum_encoder=momentum_encoder, n_epochs=n_epochs,
                 refresh_epochs=self.refresh_epochs,
             )
-            codes = encode_all(network, inputs, parallel)
+            codes = encode_all(network, inputs, network_parallel(parallel, network, inputs,
+                                                                 session.batch_size))
             coef = mode.coefficient_matrix(layer)
             del objective, momentum_encoder, layer, bank
 

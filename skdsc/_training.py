@@ -31,11 +31,12 @@ from .nn.trainer import batch_plan
 INFERENCE_CHUNK = 1024
 # Initialisations tried when pretraining leaves codes that cannot be clustered.
 MAX_INITIALISATIONS = 3
-# A data-parallel pretraining step is split across the processes only when the
-# forward pass of a batch costs at least this many FLOPs. Below it, the
-# all-reduce of the gradients that a split step needs (about a millisecond
-# over gloo) costs more than the half of the work it saves, and every process
-# computes the whole step instead: the same arithmetic as a single process.
+# A network's own work (a pretraining step, the encoding of all the rows) is
+# split across the processes only when the forward pass of a batch costs at
+# least this many FLOPs. Below it, summing the gradients of a split step
+# (about a millisecond over gloo) or gathering the codes (seconds for 20,000
+# MNIST codes, against 0.1 s to compute them) costs more than the work it
+# saves, and every process does all of it: the single process's arithmetic.
 MIN_SPLIT_FLOPS = 1e8
 
 
@@ -83,8 +84,9 @@ class Objective(NamedTuple):
 def encode_all(network, inputs, parallel=None):
     """Latent codes of ``inputs`` in eval mode, chunk by chunk.
 
-    With a :class:`~skdsc.distributed.DataParallelGroup` each process encodes
-    its share of the rows and every process gets all the codes.
+    With an active :class:`~skdsc.distributed.DataParallelGroup` each process
+    encodes its share of the rows and every process gets all the codes (see
+    :func:`network_parallel` for when that pays).
     """
     if parallel is not None and parallel.active:
         share, _ = parallel.share(torch.arange(len(inputs), device=inputs.device))
@@ -144,6 +146,21 @@ def batch_forward_flops(network, inputs, batch_size):
     return counter.get_total_flops() * batch_plan(len(inputs), batch_size)[0]
 
 
+def network_parallel(parallel, network, inputs, batch_size):
+    """The group that ``network``'s own work (pretraining, encoding) is split over.
+
+    ``parallel`` itself, or a single-process group when every process should
+    run the network over all the rows: for an ``exact`` group, and for a
+    network whose forward pass over a batch costs less than
+    :data:`MIN_SPLIT_FLOPS`, whose gradients or codes would take longer to
+    send than to compute.
+    """
+    if parallel.active and (parallel.exact or batch_forward_flops(
+            network, inputs, batch_size) < MIN_SPLIT_FLOPS):
+        return DataParallelGroup()
+    return parallel
+
+
 def pretrain(session, network, inputs, objective, *, learning_rate, n_epochs):
     """Train ``network`` on ``objective.loss(x)`` with Adam for ``n_epochs`` epochs.
 
@@ -154,10 +171,7 @@ def pretrain(session, network, inputs, objective, *, learning_rate, n_epochs):
     process would.
     """
     optimizer = torch.optim.Adam(objective.parameter_groups, lr=learning_rate)
-    parallel = session.parallel
-    if parallel.active and (parallel.exact or batch_forward_flops(
-            network, inputs, session.batch_size) < MIN_SPLIT_FLOPS):
-        parallel = DataParallelGroup()
+    parallel = network_parallel(session.parallel, network, inputs, session.batch_size)
 
     def step(indices):
         parallel.broadcast_buffers_(network)
@@ -173,6 +187,8 @@ def pretrain(session, network, inputs, objective, *, learning_rate, n_epochs):
     session.run(step, stage="pretrain", n_epochs=n_epochs,
                 objects={"network": network, "optimizer": optimizer, **objective.generators},
                 divergence_hint=objective.divergence_hint)
+    # The last step moved each process's batch statistics by its own share.
+    session.parallel.broadcast_buffers_(network)
 
 
 def pretrained_network(session, inputs, *, build, objective, learning_rate, n_epochs, problem,
@@ -212,7 +228,8 @@ def pretrained_network(session, inputs, *, build, objective, learning_rate, n_ep
         network = session.parallel.broadcast_module_(build().to(inputs.device))
         pretrain(session, network, inputs, objective(network, session.generator, inputs.device),
                  learning_rate=learning_rate, n_epochs=n_epochs)
-        codes = encode_all(network, inputs, session.parallel)
+        codes = encode_all(network, inputs, network_parallel(session.parallel, network, inputs,
+                                                             session.batch_size))
         reason = problem(network, codes)
         if reason is None:
             break
@@ -361,3 +378,4 @@ def train_self_expression(session, network, layer, bank, inputs, objective, *, m
     session.run(step, stage="self-expression", n_epochs=n_epochs, objects=objects,
                 divergence_hint=objective.divergence_hint, on_epoch_end=refresh_candidates,
                 save_at_start=True)
+    session.parallel.broadcast_buffers_(network)

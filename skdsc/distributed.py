@@ -40,10 +40,12 @@ import torch.distributed as dist
 #: it gives up with an error (the default of :func:`init_process_group`).
 DEFAULT_TIMEOUT = 600
 
-#: Largest number of gradient values (summed over the processes) that a step
-#: all-gathers and sums itself; a network with more has its gradients
-#: all-reduced. For two processes an all-gather moves as much as an
-#: all-reduce and, with gloo, took half the time (``benchmarks/RESULTS.md``).
+#: Most gradient values, counted over all the processes, that a step
+#: all-gathers and sums in each process; a network with more has its
+#: gradients all-reduced. For two processes an all-gather moves as much data
+#: as an all-reduce and, over gloo, took half the time; the gathered copies
+#: cost ``world_size`` times the gradients' memory, hence the bound (16 MB
+#: of float32).
 MAX_GATHERED_GRADIENTS = 2 ** 22
 
 

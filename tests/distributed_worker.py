@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from skdsc import ContrastiveDSC, MiniBatchDeepSubspaceClustering
+from skdsc import distributed
 from skdsc._checkpoint import TrainingSession
 from skdsc.datasets import make_subspaces
 from skdsc.distributed import DataParallelGroup, init_process_group
@@ -70,6 +71,8 @@ def main():
     config = json.loads(sys.argv[1])
     rank = int(os.environ["RANK"])
     gathers = count_gathers()
+    if "max_gathered_gradients" in config:
+        distributed.MAX_GATHERED_GRADIENTS = config["max_gathered_gradients"]
     if config.get("join", True):
         init_process_group(timeout=config.get("timeout", 60), exact=config.get("exact", False))
     # Otherwise the estimator joins torchrun's process group by itself.
@@ -84,8 +87,10 @@ def main():
                   "affinity": model.affinity_matrix_,
                   "history": [{k: v for k, v in record.items() if k != "seconds"}
                               for record in model.history_],
+                  # Batch-norm statistics too: every process ends with the first one's.
                   "parameters": [p.detach().numpy().copy()
-                                 for p in model.network_.parameters()],
+                                 for p in [*model.network_.parameters(),
+                                           *model.network_.buffers()]],
                   "gathers_with_grad": gathers["n"]}
     except (Exception, KeyboardInterrupt) as exc:
         result = {"error": f"{type(exc).__name__}: {exc}"}

@@ -135,6 +135,19 @@ def test_two_processes_give_the_single_process_fit(tmp_path, mode):
     assert _pretraining_losses(first["history"]) == _pretraining_losses(single.history_)
 
 
+def test_large_network_gradients_are_all_reduced(tmp_path):
+    """Past MAX_GATHERED_GRADIENTS the network's gradients are all-reduced rather
+    than gathered. Two addends sum alike in either order, so the fit is the
+    same to the bit."""
+    params = dict(TRAINED, self_expression="dense")
+    config = {"estimator": "bdsc", "params": params, **SEPARABLE}
+    gathered, _ = fit_in_two_processes(config, tmp_path / "gathered")
+    reduced, other = fit_in_two_processes({**config, "max_gathered_gradients": 0},
+                                          tmp_path / "reduced")
+    assert_same_fit(reduced, other)
+    assert_same_fit(reduced, gathered)
+
+
 def test_exact_group_gives_the_single_process_dense_fit_to_the_bit(tmp_path):
     """exact=True: every process runs the whole dense step and shares out only the
     rows of the products with the bank, so nothing is summed in another order."""
