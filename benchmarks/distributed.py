@@ -21,8 +21,15 @@ independent processes, and records how much slower each is than alone: the
 limit the machine itself puts on any speed-up (memory bandwidth, shared
 caches, other work).
 
-The worker mode (``worker``) is what ``torchrun`` starts; it is not meant to
-be run by hand.
+``--collectives`` times, over ``--processes`` processes, the collective
+operations a data-parallel step can use, at the sizes of the default COIL-20
+and MNIST steps (a batch of 128; 1,440 coefficient columns; codes of 3,840
+and 2,940 numbers): what decides how a step combines the processes' work::
+
+    python benchmarks/distributed.py --collectives --processes 2
+
+The worker modes (``worker``, ``collectives-worker``) are what ``torchrun``
+starts; they are not meant to be run by hand.
 """
 
 import argparse
@@ -66,6 +73,62 @@ def worker(args):
         json.dump({"rank": rank, "fit_seconds": seconds, "mode": model.self_expression_,
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                    "losses": losses, **scores(y, model.labels_)}, file)
+
+
+def collectives_worker(args):
+    """Time each collective operation; the first process appends the records."""
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    rank, size = dist.get_rank(), dist.get_world_size()
+    batch, columns, extra = 128, 1440, 700  # rows, coefficient columns, gradients + terms
+    share = batch // size
+
+    def timed(operation, shape, call, repeats=300):
+        for _ in range(20):
+            call()
+        dist.barrier()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            call()
+        milliseconds = (time.perf_counter() - start) / repeats * 1e3
+        if rank == 0:
+            record = {"suite": "distributed", "kind": "collectives", "commit": _commit(),
+                      "processes": size, "threads_per_process": args.threads,
+                      "operation": operation, "shape": shape, "repeats": repeats,
+                      "milliseconds": milliseconds, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            print(json.dumps(record), flush=True)
+            with open(args.out, "a") as file:
+                file.write(json.dumps(record) + "\n")
+
+    # A dense step's combine: the whole batch's rows all-reduced, or each share's gathered.
+    whole = torch.randn(batch * columns + extra)
+    timed("all_reduce", [batch * columns + extra], lambda: dist.all_reduce(whole))
+    mine = torch.randn(share * columns + extra)
+    parts = [torch.empty_like(mine) for _ in range(size)]
+    timed("all_gather", [share * columns + extra], lambda: dist.all_gather(parts, mine))
+    small = torch.randn(extra)
+    small_parts = [torch.empty_like(small) for _ in range(size)]
+    timed("all_reduce", [extra], lambda: dist.all_reduce(small))
+    timed("all_gather", [extra], lambda: dist.all_gather(small_parts, small))
+    # The return of gathered codes' gradients: an all-reduce of all, or an all-to-all.
+    for width in (2940, 3840):
+        grad = torch.randn(batch, width)
+        received = torch.empty_like(grad)
+        timed("all_reduce", [batch, width], lambda: dist.all_reduce(grad))
+        timed("all_to_all_single", [batch, width],
+              lambda: dist.all_to_all_single(received, grad))
+    dist.destroy_process_group()
+
+
+def collectives(args):
+    """Launch ``collectives_worker`` over ``--processes`` processes."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={args.processes}", str(Path(__file__).resolve()),
+               "collectives-worker", "--out", args.out]
+    environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    subprocess.run(command, check=True, env=environment, cwd=HERE)
 
 
 def run(args, dataset, n_processes, out):
@@ -124,7 +187,8 @@ def ceiling(args, dataset, out):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", choices=["compare", "worker"], default="compare")
+    parser.add_argument("mode", nargs="?", choices=["compare", "worker", "collectives-worker"],
+                        default="compare")
     parser.add_argument("--sets", nargs="+", default=["coil20"])
     parser.add_argument("--set", help="worker: the data set")
     parser.add_argument("--processes", type=int, default=2)
@@ -140,9 +204,15 @@ def main():
     parser.add_argument("--ceiling", action="store_true",
                         help="also run the single-process fit --processes times at once, "
                              "independently: the machine's own limit on the speed-up")
+    parser.add_argument("--collectives", action="store_true",
+                        help="time the collective operations of a step instead of fitting")
     args = parser.parse_args()
     if args.mode == "worker":
         return worker(args)
+    if args.mode == "collectives-worker":
+        return collectives_worker(args)
+    if args.collectives:
+        return collectives(args)
 
     from sklearn.metrics import adjusted_rand_score
 

@@ -182,7 +182,7 @@ def distributed_table(path):
               "commit"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for record in read_records(path):
-        if record.get("kind") == "ceiling":
+        if record.get("kind") in ("ceiling", "collectives"):
             continue
         ratio = record.get("time_ratio")
         rows.append(
@@ -210,6 +210,30 @@ def distributed_ceiling_table(path):
             f"{', '.join(f'{s:.1f}' for s in record['fit_seconds'])} | "
             f"{record['slowdown']:.2f} | {record['load_average_before']:.1f} | "
             f"{record['commit']} |")
+    return "\n".join(rows)
+
+
+def distributed_collectives_table(path):
+    """Milliseconds per collective operation (distributed.py --collectives), a column per run.
+
+    Consecutive records form one run until an operation and shape repeat.
+    """
+    runs = []
+    for record in read_records(path):
+        if record.get("kind") != "collectives":
+            continue
+        key = (record["operation"], "x".join(str(size) for size in record["shape"]))
+        if not runs or key in runs[-1]["ms"]:
+            runs.append({"label": f"{record['processes']} processes, {record['commit']}",
+                         "ms": {}})
+        runs[-1]["ms"][key] = record["milliseconds"]
+    keys = list(dict.fromkeys(key for run in runs for key in run["ms"]))
+    header = ["operation", "numbers per process", *(f"ms ({run['label']})" for run in runs)]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for operation, shape in keys:
+        cells = [f"{run['ms'][(operation, shape)]:.2f}" if (operation, shape) in run["ms"]
+                 else "—" for run in runs]
+        rows.append(f"| {operation} | {shape} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -509,6 +533,8 @@ TABLES = {
     "distributed": lambda: distributed_table(_path("distributed.jsonl")),
     "scaling_scaleout": lambda: scaling_table([_path("scaling_scaleout.jsonl")]),
     "distributed_ceiling": lambda: distributed_ceiling_table(_path("distributed.jsonl")),
+    "distributed_collectives": lambda: distributed_collectives_table(
+        _path("distributed.jsonl")),
     "bdsc_cpu": lambda: settings_table(_path("bdsc_cpu.jsonl")),
     "bdsc_gpu": lambda: settings_table(_path("bdsc_gpu.jsonl")),
     "contrastive_cpu": lambda: settings_table(_path("contrastive_cpu.jsonl")),
