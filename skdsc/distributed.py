@@ -43,7 +43,7 @@ DEFAULT_TIMEOUT = 600
 #: Most gradient values, counted over all the processes, that a step
 #: all-gathers and sums in each process; a network with more has its
 #: gradients all-reduced. For two processes an all-gather moves as much data
-#: as an all-reduce and, over gloo, took half the time; the gathered copies
+#: as an all-reduce and, over gloo, was mostly the faster; the gathered copies
 #: cost ``world_size`` times the gradients' memory, hence the bound (16 MB
 #: of float32).
 MAX_GATHERED_GRADIENTS = 2 ** 22
@@ -75,7 +75,7 @@ def init_process_group(backend="auto", timeout=DEFAULT_TIMEOUT, exact=False):
         row on its own. It gathers the batch's self-expressed codes every
         step and repeats the network in every process, so it gains less: on
         a 2-core machine two processes took 0.95-0.98 of one process's time
-        on COIL-20, against 0.75-0.82 without it (``benchmarks/RESULTS.md``).
+        on COIL-20, against 0.73-0.76 without it (``benchmarks/RESULTS.md``).
         Other fits keep their split self-expressive steps.
 
     Returns
