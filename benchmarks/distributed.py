@@ -69,8 +69,14 @@ def worker(args):
     np.save(Path(args.out) / f"labels.{rank}.npy", model.labels_)
     losses = [record["loss"] for record in model.history_
               if record.get("phase") == "self-expression" and "loss" in record]
+    # Where the time went: the seconds of each phase's epochs, summed.
+    phase_seconds = {}
+    for record in model.history_:
+        if "phase" in record and "seconds" in record:
+            phase_seconds[record["phase"]] = phase_seconds.get(record["phase"], 0) + record["seconds"]
     with open(Path(args.out) / f"rank.{rank}.json", "w") as file:
         json.dump({"rank": rank, "fit_seconds": seconds, "mode": model.self_expression_,
+                   "phase_seconds": phase_seconds,
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                    "losses": losses, **scores(y, model.labels_)}, file)
 
@@ -232,6 +238,7 @@ def main():
                 # Other work on the machine: 1-minute load average before the run.
                 "load_average_before": load,
                 "peak_rss_mb": [rank["peak_rss_mb"] for rank in ranks],
+                "phase_seconds": ranks[0]["phase_seconds"],
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }
             if n_processes == 1:

@@ -246,7 +246,12 @@ def _drift_cell(record):
 
 
 def _ari_cell(record):
-    return "1 (same labels)" if record["same_labels"] else f"{record['ari_vs_single']:.3f}"
+    if record["same_labels"]:
+        return "1 (same labels)"
+    if record["ari_vs_single"] == 1.0:
+        return "1 (same partition, renumbered)"
+    # Enough digits that a handful of moved samples does not print as 1.
+    return f"{record['ari_vs_single']:.5f}"
 
 
 def _cell(value, fmt):
