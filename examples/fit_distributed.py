@@ -28,8 +28,8 @@ from skdsc.metrics import clustering_accuracy
 
 # Optional: the estimators join torchrun's process group by themselves; call
 # it first only to choose the backend, the timeout (seconds a process waits
-# for the others before it gives up with an error) or exact=True (the dense
-# mode then fits, to the last bit, what one process fits, at some speed).
+# for the others before it gives up with an error) or exact=True (the fit is
+# then, to the last bit, what one process fits, at some speed).
 init_process_group(timeout=300)
 
 X, y = load_digits(return_X_y=True)

@@ -64,12 +64,12 @@ class Objective(NamedTuple):
         multiplies the whole bank, and draws nothing. In a data-parallel
         self-expressive step of the dense mode every process then encodes the
         whole batch itself instead of gathering the other shares' codes, which
-        saves two collectives a step (the gather and its backward); with an
-        ``exact`` process group every process runs the whole step and only the
-        rows of the two products with the bank are shared out (see
-        :func:`~skdsc.distributed.init_process_group`). In the sparse mode a
-        row touches only ``n_nonzero`` codes, the network is most of a step,
-        and the codes are gathered whatever this says.
+        saves two collectives a step (the gather and its backward). In the
+        sparse mode a row touches only ``n_nonzero`` codes, the network is
+        most of a step, and the codes are gathered. With an ``exact`` process
+        group, in either mode, every process runs the whole step and only the
+        rows of the layer's products with the codes are shared out (see
+        :func:`~skdsc.distributed.init_process_group`).
     """
 
     name: str
@@ -311,13 +311,13 @@ def train_self_expression(session, network, layer, bank, inputs, objective, *, m
     coef_optimizer = torch.optim.SparseAdam(layer.parameters(), lr=learning_rate)
     optimizer = torch.optim.Adam(objective.parameter_groups, lr=learning_rate)
     parallel = step_parallel = session.parallel
-    encode_whole_batch = parallel.active and objective.cheap_network and mode.name == "dense"
     split = {}
-    if encode_whole_batch and parallel.exact:
+    if parallel.active and parallel.exact and objective.cheap_network:
         # Every process runs the whole step, a single process's, and the layer
         # shares out the rows of its products with the bank.
         split, step_parallel = {"parallel": parallel}, DataParallelGroup()
-        encode_whole_batch = False
+    encode_whole_batch = (step_parallel.active and objective.cheap_network
+                          and mode.name == "dense")
 
     def step(indices):
         step_parallel.broadcast_buffers_(network)

@@ -15,10 +15,10 @@ cheap network encodes the whole batch in every process instead), so every
 process writes the same memory bank; the network's gradients are summed over
 the processes and the coefficient rows' gradients gathered, so every process
 applies the same update. A cheap network's pretraining runs whole in every
-process. With ``init_process_group(exact=True)`` the dense mode of
+process. With ``init_process_group(exact=True)``
 :class:`~skdsc.MiniBatchDeepSubspaceClustering` runs the whole step in every
-process and shares out only the rows of the products with the bank: the fit
-is then the single process's to the last bit. The post-processing runs on
+process and shares out only the rows of its products with the codes: the
+fit is then the single process's to the last bit. The post-processing runs on
 the first process and its result is sent to the others. Every process ends
 with the same fitted attributes.
 
@@ -66,17 +66,18 @@ def init_process_group(backend="auto", timeout=DEFAULT_TIMEOUT, exact=False):
         process that died or hangs makes the others fail after at most this
         long instead of waiting for ever.
     exact : bool, default=False
-        Make the dense mode of
-        :class:`~skdsc.MiniBatchDeepSubspaceClustering` fit exactly what one
-        process fits. Pretraining runs whole in every process, and so does
-        every self-expressive step, except the rows of its two products with
-        the memory bank, which are shared out: no gradient is summed in
-        another order, and the matrix product of the CPU's BLAS computes each
-        row on its own. It gathers the batch's self-expressed codes every
-        step and repeats the network in every process, so it gains less: on
+        Make :class:`~skdsc.MiniBatchDeepSubspaceClustering` (dense and
+        sparse modes) fit exactly what one process fits. Pretraining runs
+        whole in every process, and so does every self-expressive step,
+        except the rows of its products with the codes (the memory bank in
+        the dense mode, each row's candidates in the sparse mode), which are
+        shared out: no gradient is summed in another order, and the matrix
+        products of the CPU's BLAS compute each row on its own. It gathers
+        the batch's self-expressed codes every step and repeats the network
+        in every process, so it gains less: on
         a 2-core machine two processes took 0.95-0.98 of one process's time
         on COIL-20, against 0.73-0.76 without it (``benchmarks/RESULTS.md``).
-        Other fits keep their split self-expressive steps.
+        ContrastiveDSC, whose steps draw random views, keeps its split steps.
 
     Returns
     -------

@@ -30,6 +30,32 @@ class _BankProduct(torch.autograd.Function):
         return grad_rows, None, grad_live, None, None
 
 
+class _CandidateProduct(torch.autograd.Function):
+    """Each row of ``rows`` times the codes of its own candidates in the bank.
+
+    Row ``i`` gives ``rows[i] @ codes[candidates[i]]``. The bank's codes are
+    detached, so only ``rows`` gets a gradient. The rows of the product,
+    forward and backward, are shared out over the processes of ``parallel``;
+    each row is computed on its own, so the result is the single process's.
+    """
+
+    @staticmethod
+    def forward(ctx, rows, codes, candidates, parallel):
+        share, _ = parallel.share(torch.arange(len(rows), device=rows.device))
+        gathered = codes[candidates[share]]
+        ctx.save_for_backward(gathered, share)
+        ctx.parallel = parallel
+        expressed = torch.bmm(rows[share, None, :], gathered).squeeze(1)
+        return parallel.gather_rows(expressed, len(rows))
+
+    @staticmethod
+    def backward(ctx, grad):
+        gathered, share = ctx.saved_tensors
+        # The same product that autograd takes for a batched matrix product.
+        grad_rows = torch.bmm(grad[share, None, :], gathered.transpose(1, 2)).squeeze(1)
+        return ctx.parallel.gather_rows(grad_rows, len(grad)), None, None, None
+
+
 class DenseSelfExpression(nn.Module):
     """An ``n_samples x n_samples`` coefficient matrix with a zero diagonal.
 
@@ -153,7 +179,7 @@ class SparseSelfExpression(nn.Module):
         """Candidate coefficients of samples ``indices``, shape ``(batch, n_nonzero)``."""
         return F.embedding(indices, self.weight, sparse=True)
 
-    def forward(self, indices, live_codes, bank, slots, live_indices=None):
+    def forward(self, indices, live_codes, bank, slots, live_indices=None, parallel=None):
         """Self-express the codes of a batch against their candidates in the bank.
 
         Parameters and returns as in :meth:`DenseSelfExpression.forward`, except
@@ -162,7 +188,9 @@ class SparseSelfExpression(nn.Module):
         """
         rows = self.rows(indices)
         candidates = self.neighbors[indices]
-        expressed = torch.bmm(rows[:, None, :], bank.codes[candidates]).squeeze(1)
+        if parallel is None:
+            parallel = DataParallelGroup()
+        expressed = _CandidateProduct.apply(rows, bank.codes, candidates, parallel)
         # Straight-through term for candidates inside the batch: zero in value,
         # it routes their gradient into the live codes, as in the dense layer.
         live_indices = indices if live_indices is None else live_indices
