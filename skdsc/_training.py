@@ -314,7 +314,7 @@ def train_self_expression(session, network, layer, bank, inputs, objective, *, m
     split = {}
     if parallel.active and parallel.exact and objective.cheap_network:
         # Every process runs the whole step, a single process's, and the layer
-        # shares out the rows of its products with the bank.
+        # shares out the rows of its products with the codes.
         split, step_parallel = {"parallel": parallel}, DataParallelGroup()
     encode_whole_batch = (step_parallel.active and objective.cheap_network
                           and mode.name == "dense")

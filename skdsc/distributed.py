@@ -17,9 +17,9 @@ the processes and the coefficient rows' gradients gathered, so every process
 applies the same update. A cheap network's pretraining runs whole in every
 process. With ``init_process_group(exact=True)``
 :class:`~skdsc.MiniBatchDeepSubspaceClustering` runs the whole step in every
-process and shares out only the rows of its products with the codes: the
-fit is then the single process's to the last bit. The post-processing runs on
-the first process and its result is sent to the others. Every process ends
+process and shares out only the rows of its products with the codes: the fit
+is then the single process's to the last bit. The post-processing runs on the
+first process and its result is sent to the others. Every process ends
 with the same fitted attributes.
 
 The estimators join the process group that ``torchrun`` describes on their own
@@ -74,10 +74,10 @@ def init_process_group(backend="auto", timeout=DEFAULT_TIMEOUT, exact=False):
         shared out: no gradient is summed in another order, and the matrix
         products of the CPU's BLAS compute each row on its own. It gathers
         the batch's self-expressed codes every step and repeats the network
-        in every process, so it gains less: on
-        a 2-core machine two processes took 0.95-0.98 of one process's time
-        on COIL-20 (dense), against 0.73-0.76 without it, and 0.72-0.77 on
-        20,000 MNIST digits (sparse), against a median of 0.66 without it
+        in every process, so it gains less: on a 2-core machine two
+        processes took 0.95-0.98 of one process's time on COIL-20 (dense),
+        against 0.73-0.76 without it, and 0.72-0.78 on 20,000 MNIST digits
+        (sparse), against a median of 0.66 without it
         (``benchmarks/RESULTS.md``).
         ContrastiveDSC, whose steps draw random views, keeps its split steps.
 
