@@ -73,7 +73,8 @@ def worker(args):
     phase_seconds = {}
     for record in model.history_:
         if "phase" in record and "seconds" in record:
-            phase_seconds[record["phase"]] = phase_seconds.get(record["phase"], 0) + record["seconds"]
+            phase = record["phase"]
+            phase_seconds[phase] = phase_seconds.get(phase, 0) + record["seconds"]
     with open(Path(args.out) / f"rank.{rank}.json", "w") as file:
         json.dump({"rank": rank, "fit_seconds": seconds, "mode": model.self_expression_,
                    "phase_seconds": phase_seconds,
